@@ -1,0 +1,37 @@
+//! lorec's library: validate a knowledge base, chunk it, embed it, and write a sealed artifact.
+//!
+//! `check` never fails: it returns everything it could compile plus every diagnostic.
+//! `build` turns a clean check into an artifact, written atomically.
+#![forbid(unsafe_code)]
+
+pub mod build;
+pub mod cache;
+pub mod chunk;
+pub mod diag;
+pub mod model;
+pub mod sources;
+pub mod yaml;
+
+use std::io::Write as _;
+use std::path::Path;
+
+/// Write `bytes` to `path` through a temporary file in the same folder and a rename, so
+/// readers (including a running `lore` that maps the old file) never see a partial file.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,237 @@
+//! Loading a Model2Vec model directory (`tokenizer.json`, `model.safetensors`, `config.json`)
+//! into the [`ModelTable`] that gets stored in every artifact.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use format::ModelTable;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// A loaded model: its table and where it came from.
+#[derive(Debug)]
+pub struct Model {
+    pub id: String,
+    pub weights_sha256: [u8; 32],
+    pub table: ModelTable,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
+    std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> ModelError {
+    ModelError::Invalid { path: path.display().to_string(), message: message.into() }
+}
+
+/// Load a Model2Vec model (BERT WordPiece tokenizer, f32 or f16 embeddings, optional
+/// per-token `weights` and `mapping` tensors) from a local directory.
+pub fn load(dir: &Path) -> Result<Model, ModelError> {
+    let tok_path = dir.join("tokenizer.json");
+    let tok: Value = serde_json::from_slice(&read(&tok_path)?).map_err(|e| invalid(&tok_path, e.to_string()))?;
+    let model = &tok["model"];
+    if model["type"] != "WordPiece" {
+        return Err(invalid(
+            &tok_path,
+            format!("unsupported tokenizer model {}; lore reads WordPiece (BERT) tokenizers", model["type"]),
+        ));
+    }
+    let normalizer = &tok["normalizer"];
+    if normalizer["type"] != "BertNormalizer" {
+        return Err(invalid(
+            &tok_path,
+            format!("unsupported normalizer {}; lore reads BertNormalizer", normalizer["type"]),
+        ));
+    }
+    let vocab: HashMap<String, u32> = model["vocab"]
+        .as_object()
+        .ok_or_else(|| invalid(&tok_path, "model.vocab is missing"))?
+        .iter()
+        .map(|(k, v)| {
+            v.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .map(|id| (k.clone(), id))
+                .ok_or_else(|| invalid(&tok_path, format!("vocab id of {k:?} is not an integer")))
+        })
+        .collect::<Result<_, _>>()?;
+    let unk_token = model["unk_token"].as_str().unwrap_or("[UNK]");
+    let unk_id = *vocab
+        .get(unk_token)
+        .ok_or_else(|| invalid(&tok_path, format!("unk token {unk_token:?} is not in the vocabulary")))?;
+    let lowercase = normalizer["lowercase"].as_bool().unwrap_or(true);
+    let strip_accents = normalizer["strip_accents"].as_bool().unwrap_or(lowercase);
+    let mut lengths: Vec<usize> = vocab.keys().map(|k| k.chars().count()).collect();
+    lengths.sort_unstable();
+    let median = lengths.get(lengths.len() / 2).copied().unwrap_or(1);
+
+    let cfg_path = dir.join("config.json");
+    let normalize = match std::fs::read(&cfg_path) {
+        Ok(bytes) => {
+            serde_json::from_slice::<Value>(&bytes).ok().and_then(|c| c["normalize"].as_bool()).unwrap_or(true)
+        }
+        Err(_) => true,
+    };
+
+    let st_path = dir.join("model.safetensors");
+    let bytes = read(&st_path)?;
+    let weights_sha256: [u8; 32] = Sha256::digest(&bytes).into();
+    let tensors = safetensors(&bytes).map_err(|m| invalid(&st_path, m))?;
+    let emb = tensors
+        .get("embeddings")
+        .or_else(|| tensors.get("0"))
+        .ok_or_else(|| invalid(&st_path, "no `embeddings` tensor"))?;
+    let [rows, dims] = emb.shape[..] else {
+        return Err(invalid(&st_path, "the embeddings tensor is not 2-D"));
+    };
+    let values = emb.to_f32().map_err(|m| invalid(&st_path, m))?;
+    let token_weights = tensors.get("weights").map(|t| t.to_f32()).transpose().map_err(|m| invalid(&st_path, m))?;
+    let mapping = tensors.get("mapping").map(|t| t.to_i64()).transpose().map_err(|m| invalid(&st_path, m))?;
+    let vocab_size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
+    let mut embeddings = vec![0f32; vocab_size * dims];
+    for id in 0..vocab_size {
+        let row = match &mapping {
+            Some(m) => m.get(id).and_then(|&r| usize::try_from(r).ok()).unwrap_or(id),
+            None => id,
+        };
+        if row >= rows {
+            if mapping.is_some() || id < rows {
+                return Err(invalid(&st_path, format!("token {id} maps to row {row} of {rows}")));
+            }
+            continue;
+        }
+        let scale = token_weights.as_ref().and_then(|w| w.get(id).copied()).unwrap_or(1.0);
+        for (dst, src) in embeddings[id * dims..(id + 1) * dims].iter_mut().zip(&values[row * dims..(row + 1) * dims]) {
+            *dst = src * scale;
+        }
+    }
+    let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let id = if id == "potion-base-8M" { "minishlab/potion-base-8M".to_string() } else { id };
+    Ok(Model {
+        id,
+        weights_sha256,
+        table: ModelTable {
+            vocab,
+            unk_id,
+            continuing_prefix: model["continuing_subword_prefix"].as_str().unwrap_or("##").to_string(),
+            max_input_chars_per_word: model["max_input_chars_per_word"].as_u64().unwrap_or(100) as u32,
+            lowercase,
+            strip_accents,
+            max_tokens: 512,
+            truncate_chars: (512 * median) as u32,
+            normalize,
+            dims: dims as u32,
+            embeddings,
+        },
+    })
+}
+
+struct Tensor<'a> {
+    dtype: String,
+    shape: Vec<usize>,
+    data: &'a [u8],
+}
+
+impl Tensor<'_> {
+    fn to_f32(&self) -> Result<Vec<f32>, String> {
+        match self.dtype.as_str() {
+            "F32" => Ok(self.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+            "F16" => Ok(self.data.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect()),
+            "F64" => Ok(self
+                .data
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect()),
+            other => Err(format!("unsupported tensor dtype {other}")),
+        }
+    }
+
+    fn to_i64(&self) -> Result<Vec<i64>, String> {
+        match self.dtype.as_str() {
+            "I32" => {
+                Ok(self.data.chunks_exact(4).map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect())
+            }
+            "I64" => {
+                Ok(self.data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
+            }
+            other => Err(format!("unsupported mapping dtype {other}")),
+        }
+    }
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = (h >> 10) & 0x1f;
+    let frac = u32::from(h & 0x3ff);
+    let bits = match exp {
+        0 if frac == 0 => sign,
+        0 => {
+            // Subnormal: normalise the fraction.
+            let shift = frac.leading_zeros() - 21;
+            sign | ((127 - 15 + 1 - shift) << 23) | ((frac << shift) & 0x3ff) << 13
+        }
+        0x1f => sign | 0x7f80_0000 | (frac << 13),
+        _ => sign | ((u32::from(exp) + 127 - 15) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Parse the safetensors container: an 8-byte header length, a JSON header, raw data.
+fn safetensors(bytes: &[u8]) -> Result<HashMap<String, Tensor<'_>>, String> {
+    let len = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).ok_or("file too short")?;
+    let len = usize::try_from(len).map_err(|_| "header too large")?;
+    let header = bytes.get(8..8usize.saturating_add(len)).ok_or("header runs past the end")?;
+    let data = &bytes[8 + len..];
+    let meta: serde_json::Map<String, Value> =
+        serde_json::from_slice(header).map_err(|e| format!("bad header: {e}"))?;
+    let mut out = HashMap::new();
+    for (name, info) in meta {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape: Vec<usize> = info["shape"]
+            .as_array()
+            .ok_or("tensor without shape")?
+            .iter()
+            .filter_map(|d| d.as_u64().map(|d| d as usize))
+            .collect();
+        let offsets = info["data_offsets"].as_array().ok_or("tensor without offsets")?;
+        let (start, end) = match offsets.as_slice() {
+            [s, e] => (s.as_u64().unwrap_or(u64::MAX) as usize, e.as_u64().unwrap_or(u64::MAX) as usize),
+            _ => return Err("bad data_offsets".into()),
+        };
+        let data = data.get(start..end).ok_or_else(|| format!("tensor {name} runs past the end"))?;
+        let dtype = info["dtype"].as_str().unwrap_or("").to_string();
+        let elem = match dtype.as_str() {
+            "F64" | "I64" => 8,
+            "F32" | "I32" => 4,
+            "F16" | "BF16" => 2,
+            _ => 1,
+        };
+        if shape.iter().product::<usize>() * elem != data.len() {
+            return Err(format!("tensor {name} has {} bytes for shape {shape:?}", data.len()));
+        }
+        out.insert(name, Tensor { dtype, shape, data });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f16_to_f32;
+
+    #[test]
+    fn half_precision() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+}

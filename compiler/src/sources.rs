@@ -1,0 +1,124 @@
+//! Finding, reading and parsing the files of a knowledge base.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::chunk::{Chunk, chunk_file};
+use crate::diag::{Diagnostic, Pos, SourceLookup};
+use crate::yaml;
+
+/// One input file, read and hashed.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path relative to the knowledge-base root, `/`-separated.
+    pub rel: String,
+    pub sha256: [u8; 32],
+    pub bytes: Vec<u8>,
+}
+
+/// The text of every readable source, for rendering snippets under diagnostics.
+#[derive(Debug, Default)]
+pub struct SourceMap(BTreeMap<String, String>);
+
+impl SourceMap {
+    pub fn insert(&mut self, rel: &str, text: &str) {
+        self.0.insert(rel.to_string(), text.to_string());
+    }
+}
+
+impl SourceLookup for SourceMap {
+    fn line(&self, file: &str, line: usize) -> Option<&str> {
+        self.0.get(file)?.lines().nth(line.checked_sub(1)?)
+    }
+}
+
+/// Whether lore compiles this file name.
+pub fn is_source(name: &str) -> bool {
+    name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".resume.json")
+}
+
+/// Every source below `root`, sorted, skipping hidden files and folders. Unreadable folders
+/// become diagnostics.
+pub fn discover(root: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                diags.push(Diagnostic::error(
+                    "unreadable",
+                    &dir.display().to_string(),
+                    Pos::default(),
+                    format!("cannot read folder: {e}"),
+                ));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => pending.push(path),
+                _ if is_source(&name) => found.push(path),
+                _ => {}
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+pub fn relative(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+/// Read one file; unreadable files become a diagnostic.
+pub fn read(root: &Path, path: &Path, diags: &mut Vec<Diagnostic>) -> Option<SourceFile> {
+    let rel = relative(root, path);
+    match std::fs::read(path) {
+        Ok(bytes) => Some(SourceFile { sha256: Sha256::digest(&bytes).into(), rel, bytes }),
+        Err(e) => {
+            diags.push(
+                Diagnostic::error("unreadable", &rel, Pos::default(), format!("cannot read file: {e}"))
+                    .hint("check the file's permissions"),
+            );
+            None
+        }
+    }
+}
+
+/// Decode, parse, validate and chunk one source. Diagnostics go to `diags`.
+pub fn compile(source: &SourceFile, map: &mut SourceMap, diags: &mut Vec<Diagnostic>) -> Vec<Chunk> {
+    let text = match std::str::from_utf8(&source.bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let before = &source.bytes[..e.valid_up_to()];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+            diags.push(
+                Diagnostic::error(
+                    "invalid-utf8",
+                    &source.rel,
+                    Pos { line, col },
+                    format!("invalid UTF-8 (byte 0x{:02x})", source.bytes[e.valid_up_to()]),
+                )
+                .hint("save the file as UTF-8"),
+            );
+            return Vec::new();
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    map.insert(&source.rel, text);
+    match yaml::parse(&source.rel, text, diags) {
+        Some(root) => chunk_file(&source.rel, &root, diags),
+        None => Vec::new(),
+    }
+}

@@ -1,0 +1,334 @@
+//! The artifact container: preamble, header, aligned sections, trailer. See `docs/format.md`.
+//!
+//! Opening is cheap and checks structure only: magic, versions, the header's own digest, and
+//! that every section lies inside the file. Sections are decrypted lazily by the caller;
+//! [`OpenedContainer::verify`] is the full check that reads every byte.
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use sha2::{Digest, Sha256};
+
+use crate::schema::{ArchivedHeader, Cipher, Compression, Header, Section, SectionKind};
+use crate::seal::{Key, KeyId, SealError, Sealer, TAG_LEN};
+use crate::{FORMAT_VERSION, MAGIC, OLDEST_SUPPORTED};
+
+/// Size of the fixed preamble at offset 0.
+pub const PREAMBLE_LEN: usize = 64;
+/// Sections start at multiples of this, so zero-copy access to a mapped file is aligned.
+pub const SECTION_ALIGN: usize = 64;
+/// Eight bytes that open the trailer.
+pub const TRAILER_MAGIC: [u8; 8] = *b"LOREEND\0";
+/// Trailer: magic + SHA-256 of every byte before the trailer.
+pub const TRAILER_LEN: usize = 40;
+/// Preamble flag: sections are sealed with AES-256-GCM.
+pub const FLAG_SEALED: u32 = 1;
+/// No section may claim to decode to more than this.
+pub const MAX_PLAIN_LEN: u64 = 1 << 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("not a lore artifact: {0}")]
+    NotAnArtifact(String),
+    #[error(
+        "artifact format version {found} is newer than this build understands (it reads {oldest}..={newest}); hint: upgrade lore"
+    )]
+    TooNew { found: u32, oldest: u32, newest: u32 },
+    #[error(
+        "artifact format version {found} is older than this build still reads (it reads {oldest}..={newest}); hint: rebuild the artifact with a current lorec"
+    )]
+    TooOld { found: u32, oldest: u32, newest: u32 },
+    #[error("artifact is truncated: {0}")]
+    Truncated(String),
+    #[error("artifact is corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "this artifact is sealed; hint: set LORE_KEY (base64) or LORE_KEY_FILE to the key it was built with (key id {key_id})"
+    )]
+    KeyRequired { key_id: KeyId },
+    #[error("wrong key: the artifact was sealed with key id {expected}, the key given has id {given}")]
+    WrongKey { expected: KeyId, given: KeyId },
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// One section's content as the compiler hands it over: already serialised, split into blocks
+/// (one block for every section but `Texts`), each block already compressed or not.
+#[derive(Debug)]
+pub struct SectionPlan {
+    pub kind: SectionKind,
+    pub encrypt: bool,
+    pub compression: Compression,
+    pub blocks: Vec<Vec<u8>>,
+    pub plain_len: u64,
+    pub plain_sha256: [u8; 32],
+}
+
+/// Bytes a block of `len` occupies on disk.
+pub fn stored_len(len: usize, encrypt: bool) -> usize {
+    if encrypt { len + TAG_LEN } else { len }
+}
+
+fn align_up(n: usize) -> usize {
+    n.div_ceil(SECTION_ALIGN) * SECTION_ALIGN
+}
+
+fn header_bytes(header: &Header) -> AlignedVec {
+    rkyv::to_bytes::<rancor::Error>(header).expect("serialising plain data into memory cannot fail")
+}
+
+/// Lay out and write a whole artifact into memory. `header.sections` is filled in here;
+/// `header.cipher` must already name the key id and salt when `key` is given.
+pub fn write_container(mut header: Header, plans: &[SectionPlan], key: Option<&Key>) -> Vec<u8> {
+    // First pass with placeholder offsets: rkyv's layout does not depend on integer values, so
+    // the header's size is known before the real offsets are.
+    header.sections = plans
+        .iter()
+        .map(|p| Section {
+            kind: p.kind,
+            offset: 0,
+            stored_len: p.blocks.iter().map(|b| stored_len(b.len(), p.encrypt) as u64).sum(),
+            plain_len: p.plain_len,
+            plain_sha256: p.plain_sha256,
+            compression: p.compression,
+            encrypted: p.encrypt,
+        })
+        .collect();
+    let header_len = header_bytes(&header).len();
+    let mut cursor = align_up(PREAMBLE_LEN + header_len);
+    for section in &mut header.sections {
+        section.offset = cursor as u64;
+        cursor = align_up(cursor + section.stored_len as usize);
+    }
+    let header_buf = header_bytes(&header);
+    assert_eq!(header_buf.len(), header_len, "header size must not depend on offsets");
+    let header_digest: [u8; 32] = Sha256::digest(&header_buf).into();
+
+    let sealer = match (key, header.cipher) {
+        (Some(key), Cipher::Aes256Gcm { salt, .. }) => Some(Sealer::new(key, &salt, header_digest)),
+        _ => None,
+    };
+
+    let mut out = Vec::with_capacity(cursor + TRAILER_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&OLDEST_SUPPORTED.to_le_bytes());
+    out.extend_from_slice(&(header_len as u32).to_le_bytes());
+    let flags = if sealer.is_some() { FLAG_SEALED } else { 0 };
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&header_digest);
+    out.resize(PREAMBLE_LEN, 0);
+    out.extend_from_slice(&header_buf);
+    for (plan, section) in plans.iter().zip(&header.sections) {
+        out.resize(section.offset as usize, 0);
+        for (i, block) in plan.blocks.iter().enumerate() {
+            match (&sealer, plan.encrypt) {
+                (Some(sealer), true) => out.extend_from_slice(&sealer.seal(plan.kind.tag(), i as u64, block)),
+                (None, true) => panic!("section {} asks for encryption without a key", plan.kind.name()),
+                (_, false) => out.extend_from_slice(block),
+            }
+        }
+    }
+    out.resize(align_up(out.len()), 0);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&TRAILER_MAGIC);
+    out.extend_from_slice(&digest);
+    out
+}
+
+/// Decrypt and decompress one unit of a section: `sealed` is its stored bytes.
+pub fn open_unit(
+    sealer: Option<&Sealer>,
+    kind: SectionKind,
+    unit: u64,
+    sealed: &[u8],
+    encrypted: bool,
+    compression: Compression,
+    plain_len: usize,
+) -> Result<SectionData, ContainerError> {
+    let what = format!("{} section unit {unit}", kind.name());
+    let decrypted;
+    let stored: &[u8] = if encrypted {
+        let sealer = sealer
+            .ok_or_else(|| ContainerError::Corrupt(format!("{what} is encrypted but the artifact has no cipher")))?;
+        decrypted = sealer.open(kind.tag(), unit, sealed, &what)?;
+        &decrypted
+    } else {
+        sealed
+    };
+    let mut out = SectionData::with_capacity(plain_len);
+    match compression {
+        Compression::None => {
+            if stored.len() != plain_len {
+                return Err(ContainerError::Corrupt(format!("{what} has the wrong length")));
+            }
+            out.extend_from_slice(stored);
+        }
+        Compression::Zstd => {
+            let plain = crate::compress::zstd_decompress(stored, plain_len)
+                .map_err(|e| ContainerError::Corrupt(format!("{what} does not decompress: {e}")))?;
+            out.extend_from_slice(&plain);
+        }
+    }
+    Ok(out)
+}
+
+/// A structurally checked artifact over borrowed bytes (usually a memory map).
+#[derive(Debug)]
+pub struct OpenedContainer<'a> {
+    bytes: &'a [u8],
+    pub format_version: u32,
+    pub min_reader_version: u32,
+    pub header: Header,
+    pub header_digest: [u8; 32],
+}
+
+/// Decrypted-and-decompressed section bytes, aligned for rkyv.
+pub type SectionData = AlignedVec<16>;
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4-byte slice"))
+}
+
+impl<'a> OpenedContainer<'a> {
+    pub fn open(bytes: &'a [u8]) -> Result<Self, ContainerError> {
+        if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+            return Err(ContainerError::NotAnArtifact("the file does not start with the lore magic bytes".into()));
+        }
+        if bytes.len() < PREAMBLE_LEN + TRAILER_LEN {
+            return Err(ContainerError::Truncated(format!(
+                "{} bytes is shorter than the smallest possible artifact",
+                bytes.len()
+            )));
+        }
+        let format_version = le_u32(bytes, 8);
+        let min_reader_version = le_u32(bytes, 12);
+        if format_version < OLDEST_SUPPORTED {
+            return Err(ContainerError::TooOld {
+                found: format_version,
+                oldest: OLDEST_SUPPORTED,
+                newest: FORMAT_VERSION,
+            });
+        }
+        if format_version > FORMAT_VERSION && min_reader_version > FORMAT_VERSION {
+            return Err(ContainerError::TooNew {
+                found: format_version,
+                oldest: OLDEST_SUPPORTED,
+                newest: FORMAT_VERSION,
+            });
+        }
+        let header_len = le_u32(bytes, 16) as usize;
+        let flags = le_u32(bytes, 20);
+        let header_digest: [u8; 32] = bytes[24..56].try_into().expect("32-byte slice");
+        let trailer_at = bytes.len() - TRAILER_LEN;
+        if bytes[trailer_at..trailer_at + 8] != TRAILER_MAGIC {
+            return Err(ContainerError::Truncated(
+                "the trailer is missing (the file was cut short or appended to)".into(),
+            ));
+        }
+        if PREAMBLE_LEN + header_len > trailer_at {
+            return Err(ContainerError::Truncated(format!(
+                "the header claims {header_len} bytes, more than the file holds"
+            )));
+        }
+        let raw_header = &bytes[PREAMBLE_LEN..PREAMBLE_LEN + header_len];
+        if <[u8; 32]>::from(Sha256::digest(raw_header)) != header_digest {
+            return Err(ContainerError::Corrupt("the header does not match its digest".into()));
+        }
+        // The header is small; copying it guarantees alignment whatever buffer we were handed.
+        let mut aligned = AlignedVec::<16>::with_capacity(header_len);
+        aligned.extend_from_slice(raw_header);
+        let archived = rkyv::access::<ArchivedHeader, rancor::Error>(&aligned)
+            .map_err(|e| ContainerError::Corrupt(format!("the header is malformed: {e}")))?;
+        let header: Header = rkyv::deserialize::<Header, rancor::Error>(archived)
+            .map_err(|e| ContainerError::Corrupt(format!("the header is malformed: {e}")))?;
+
+        let sealed = flags & FLAG_SEALED != 0;
+        if sealed != matches!(header.cipher, Cipher::Aes256Gcm { .. }) {
+            return Err(ContainerError::Corrupt("the preamble flags disagree with the header cipher".into()));
+        }
+        let mut end_of_previous = PREAMBLE_LEN + header_len;
+        for section in &header.sections {
+            let name = section.kind.name();
+            let start = usize::try_from(section.offset).unwrap_or(usize::MAX);
+            let len = usize::try_from(section.stored_len).unwrap_or(usize::MAX);
+            if start % SECTION_ALIGN != 0 || start < end_of_previous {
+                return Err(ContainerError::Corrupt(format!("section {name} is misplaced")));
+            }
+            if start.checked_add(len).is_none_or(|end| end > trailer_at) {
+                return Err(ContainerError::Truncated(format!("section {name} runs past the end of the file")));
+            }
+            if section.plain_len > MAX_PLAIN_LEN {
+                return Err(ContainerError::Corrupt(format!("section {name} claims an impossible size")));
+            }
+            if section.encrypted && !sealed {
+                return Err(ContainerError::Corrupt(format!("section {name} is encrypted in an unsealed artifact")));
+            }
+            end_of_previous = start + len;
+        }
+        for kind in [SectionKind::Model, SectionKind::Index, SectionKind::Texts] {
+            if header.sections.iter().filter(|s| s.kind == kind).count() != 1 {
+                return Err(ContainerError::Corrupt(format!("expected exactly one {} section", kind.name())));
+            }
+        }
+        Ok(OpenedContainer { bytes, format_version, min_reader_version, header, header_digest })
+    }
+
+    pub fn section(&self, kind: SectionKind) -> &Section {
+        self.header.sections.iter().find(|s| s.kind == kind).expect("open() checked that every section kind is present")
+    }
+
+    /// The stored bytes of a section, exactly as on disk.
+    pub fn raw_section(&self, kind: SectionKind) -> &'a [u8] {
+        let s = self.section(kind);
+        &self.bytes[s.offset as usize..(s.offset + s.stored_len) as usize]
+    }
+
+    /// Build the cipher for this artifact, checking the key against the header's key id.
+    pub fn sealer(&self, key: Option<&Key>) -> Result<Option<Sealer>, ContainerError> {
+        match self.header.cipher {
+            Cipher::None => Ok(None),
+            Cipher::Aes256Gcm { key_id, salt } => {
+                let expected = KeyId(key_id);
+                let key = key.ok_or(ContainerError::KeyRequired { key_id: expected })?;
+                if key.id() != expected {
+                    return Err(ContainerError::WrongKey { expected, given: key.id() });
+                }
+                Ok(Some(Sealer::new(key, &salt, self.header_digest)))
+            }
+        }
+    }
+
+    /// Open a whole single-unit section (model or index).
+    pub fn open_section(&self, sealer: Option<&Sealer>, kind: SectionKind) -> Result<SectionData, ContainerError> {
+        let s = self.section(kind);
+        open_unit(sealer, kind, 0, self.raw_section(kind), s.encrypted, s.compression, s.plain_len as usize)
+    }
+
+    /// The full integrity check without the key: the trailer digest covers every byte before
+    /// it, padding included, and padding must be zero.
+    pub fn verify_bytes(&self) -> Result<(), ContainerError> {
+        let trailer_at = self.bytes.len() - TRAILER_LEN;
+        let digest: [u8; 32] = Sha256::digest(&self.bytes[..trailer_at]).into();
+        if digest[..] != self.bytes[trailer_at + 8..] {
+            return Err(ContainerError::Corrupt("the file digest in the trailer does not match its contents".into()));
+        }
+        let header_end = PREAMBLE_LEN + le_u32(self.bytes, 16) as usize;
+        let mut gaps = vec![(56, PREAMBLE_LEN)];
+        let mut cursor = header_end;
+        for s in &self.header.sections {
+            gaps.push((cursor, s.offset as usize));
+            cursor = (s.offset + s.stored_len) as usize;
+        }
+        gaps.push((cursor, trailer_at));
+        for (from, to) in gaps {
+            if self.bytes[from..to].iter().any(|&b| b != 0) {
+                return Err(ContainerError::Corrupt(format!("non-zero padding at bytes {from}..{to}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn file_len(&self) -> usize {
+        self.bytes.len()
+    }
+}

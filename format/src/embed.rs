@@ -1,0 +1,143 @@
+//! Model2Vec static embeddings: WordPiece ids → mean of table rows → L2 normalisation.
+//!
+//! One implementation serves both sides: the compiler embeds chunks with an owned
+//! [`ModelTable`], the runtime embeds questions with the archived one inside the artifact.
+
+use crate::schema::{ArchivedModelTable, ModelTable};
+use crate::wordpiece::{WordPieceConfig, tokenize};
+
+/// What pooling needs from a model table, owned or archived.
+pub trait TokenTable {
+    fn config(&self) -> WordPieceConfig<'_>;
+    fn lookup(&self, piece: &str) -> Option<u32>;
+    fn dims(&self) -> usize;
+    fn max_tokens(&self) -> usize;
+    fn truncate_chars(&self) -> usize;
+    fn normalize(&self) -> bool;
+    /// Add row `id` to `acc`; ids outside the table are ignored.
+    fn add_row(&self, id: u32, acc: &mut [f32]);
+    fn vocab_size(&self) -> usize;
+}
+
+impl TokenTable for ModelTable {
+    fn config(&self) -> WordPieceConfig<'_> {
+        WordPieceConfig {
+            lowercase: self.lowercase,
+            strip_accents: self.strip_accents,
+            continuing_prefix: &self.continuing_prefix,
+            max_input_chars_per_word: self.max_input_chars_per_word as usize,
+            unk_id: self.unk_id,
+        }
+    }
+    fn lookup(&self, piece: &str) -> Option<u32> {
+        self.vocab.get(piece).copied()
+    }
+    fn dims(&self) -> usize {
+        self.dims as usize
+    }
+    fn max_tokens(&self) -> usize {
+        self.max_tokens as usize
+    }
+    fn truncate_chars(&self) -> usize {
+        self.truncate_chars as usize
+    }
+    fn normalize(&self) -> bool {
+        self.normalize
+    }
+    fn add_row(&self, id: u32, acc: &mut [f32]) {
+        let d = acc.len();
+        if let Some(row) = self.embeddings.get(id as usize * d..(id as usize + 1) * d) {
+            acc.iter_mut().zip(row).for_each(|(a, r)| *a += r);
+        }
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab.len()
+    }
+}
+
+impl TokenTable for ArchivedModelTable {
+    fn config(&self) -> WordPieceConfig<'_> {
+        WordPieceConfig {
+            lowercase: self.lowercase,
+            strip_accents: self.strip_accents,
+            continuing_prefix: self.continuing_prefix.as_str(),
+            max_input_chars_per_word: self.max_input_chars_per_word.to_native() as usize,
+            unk_id: self.unk_id.to_native(),
+        }
+    }
+    fn lookup(&self, piece: &str) -> Option<u32> {
+        self.vocab.get(piece).map(|id| id.to_native())
+    }
+    fn dims(&self) -> usize {
+        self.dims.to_native() as usize
+    }
+    fn max_tokens(&self) -> usize {
+        self.max_tokens.to_native() as usize
+    }
+    fn truncate_chars(&self) -> usize {
+        self.truncate_chars.to_native() as usize
+    }
+    fn normalize(&self) -> bool {
+        self.normalize
+    }
+    fn add_row(&self, id: u32, acc: &mut [f32]) {
+        let d = acc.len();
+        if let Some(row) = self.embeddings.get(id as usize * d..(id as usize + 1) * d) {
+            acc.iter_mut().zip(row).for_each(|(a, r)| *a += r.to_native());
+        }
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab.len()
+    }
+}
+
+/// Token ids as Model2Vec pools them: the text cut to `truncate_chars` characters, the ids
+/// cut to `max_tokens`, and only then unknown pieces dropped (the reference library's order).
+pub fn token_ids(table: &impl TokenTable, text: &str) -> Vec<u32> {
+    let cfg = table.config();
+    let cut = match text.char_indices().nth(table.truncate_chars()) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    };
+    let mut ids = tokenize(cut, &cfg, |p| table.lookup(p));
+    ids.truncate(table.max_tokens());
+    ids.retain(|&id| id != cfg.unk_id);
+    ids
+}
+
+/// Embed `text`. A text with no known token embeds to the zero vector.
+pub fn embed(table: &impl TokenTable, text: &str) -> Vec<f32> {
+    let ids = token_ids(table, text);
+    let mut acc = vec![0f32; table.dims()];
+    for &id in &ids {
+        table.add_row(id, &mut acc);
+    }
+    let denom = ids.len().max(1) as f32;
+    acc.iter_mut().for_each(|x| *x /= denom);
+    if table.normalize() {
+        normalize_in_place(&mut acc);
+    }
+    acc
+}
+
+/// Scale `v` to unit length (a zero vector stays zero).
+pub fn normalize_in_place(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+}
+
+/// Dot product; vectors are unit length, so this is the cosine similarity.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent accumulators let the compiler vectorise without reassociating floats.
+    let mut acc = [0f32; 8];
+    let chunks_a = a.chunks_exact(8);
+    let chunks_b = b.chunks_exact(8);
+    let tail: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for i in 0..8 {
+            acc[i] += ca[i] * cb[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,29 @@
+//! The lore artifact: on-disk schema, sealing, and the algorithms (tokenisation, embedding,
+//! text analysis) that the compiler and the runtime must agree on byte for byte.
+//!
+//! This crate is the API boundary between `lorec` and `lore`: it knows nothing about YAML and
+//! nothing about HTTP. `docs/format.md` specifies what [`container`] reads and writes.
+#![forbid(unsafe_code)]
+
+pub mod analyze;
+pub mod compress;
+pub mod container;
+pub mod embed;
+pub mod schema;
+pub mod seal;
+pub mod verify;
+pub mod wordpiece;
+
+pub use container::{ContainerError, OpenedContainer, SectionData, SectionPlan, write_container};
+pub use schema::*;
+
+/// Eight bytes that open every artifact. Non-ASCII first byte and CR LF + SUB catch text-mode
+/// transfers and `cat`-ing into a terminal, as PNG's signature does.
+pub const MAGIC: [u8; 8] = *b"\x89LORE\r\n\x1a";
+
+/// The version this build writes. Every change to the bytes on disk bumps it and adds a golden
+/// artifact under `tests/compat/`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The oldest format version this build can still read.
+pub const OLDEST_SUPPORTED: u32 = 1;

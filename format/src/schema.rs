@@ -1,0 +1,209 @@
+//! The archived types stored in an artifact. Every field here is part of the on-disk format:
+//! changing one means bumping [`crate::FORMAT_VERSION`] and adding a golden artifact.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Plaintext metadata that opens every artifact, readable without the key.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Header {
+    /// The user's own version label (semver, build number, git sha...).
+    pub artifact_version: String,
+    /// 128 random bits in hex, unique per build.
+    pub build_id: String,
+    /// Seconds since the Unix epoch when the build finished.
+    pub created_unix: u64,
+    /// The compiler that wrote the file, e.g. `lorec 0.1.0`.
+    pub compiler: String,
+    /// Which entities were compiled in: `public` or `internal`.
+    pub audience: String,
+    pub embedder: EmbedderInfo,
+    pub cipher: Cipher,
+    pub sources: Vec<SourceFile>,
+    pub sections: Vec<Section>,
+    pub counts: Counts,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EmbedderInfo {
+    /// Model name, e.g. `minishlab/potion-base-8M`.
+    pub id: String,
+    pub dims: u32,
+    pub vocab_size: u32,
+    /// SHA-256 of the model weights file the table was taken from.
+    pub weights_sha256: [u8; 32],
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cipher {
+    /// Built with `--no-encrypt`: every section is plaintext.
+    None,
+    /// AES-256-GCM under a per-build key derived with HKDF-SHA256 from the user's key and `salt`.
+    Aes256Gcm { key_id: [u8; 8], salt: [u8; 16] },
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SourceFile {
+    /// Path relative to the knowledge-base root, `/`-separated.
+    pub path: String,
+    pub sha256: [u8; 32],
+    pub bytes: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SectionKind {
+    /// The query-side embedding table and tokenizer vocabulary ([`ModelTable`]). Public.
+    Model,
+    /// Chunk metadata, BM25 postings, dense vectors, calibration ([`Index`]).
+    Index,
+    /// Chunk texts in independently sealed blocks, opened only for returned hits.
+    Texts,
+}
+
+impl SectionKind {
+    /// The number mixed into nonces and associated data for this section.
+    pub fn tag(self) -> u32 {
+        match self {
+            SectionKind::Model => 1,
+            SectionKind::Index => 2,
+            SectionKind::Texts => 3,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SectionKind::Model => "model",
+            SectionKind::Index => "index",
+            SectionKind::Texts => "texts",
+        }
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Section {
+    pub kind: SectionKind,
+    /// Absolute file offset; a multiple of [`crate::container::SECTION_ALIGN`].
+    pub offset: u64,
+    /// Bytes on disk, including every GCM tag.
+    pub stored_len: u64,
+    /// Bytes after decryption and decompression (for `Texts`, summed over its blocks).
+    pub plain_len: u64,
+    /// SHA-256 of the plaintext (for `Texts`, of its blocks' plaintexts concatenated in order).
+    pub plain_sha256: [u8; 32],
+    pub compression: Compression,
+    pub encrypted: bool,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub chunks: u32,
+    pub terms: u32,
+    pub text_blocks: u32,
+}
+
+/// Everything the runtime needs to turn a question into a vector, without the original model
+/// files: a BERT WordPiece vocabulary and one embedding row per token.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ModelTable {
+    pub vocab: std::collections::HashMap<String, u32>,
+    pub unk_id: u32,
+    pub continuing_prefix: String,
+    pub max_input_chars_per_word: u32,
+    pub lowercase: bool,
+    pub strip_accents: bool,
+    /// Tokens beyond this many are ignored when pooling.
+    pub max_tokens: u32,
+    /// Text is cut to this many characters before tokenising (`max_tokens` × the median
+    /// token length, as Model2Vec does).
+    pub truncate_chars: u32,
+    /// L2-normalise pooled vectors.
+    pub normalize: bool,
+    pub dims: u32,
+    /// `vocab_size × dims` row-major f32.
+    pub embeddings: Vec<f32>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Public,
+    Internal,
+    Private,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Internal => "internal",
+            Visibility::Private => "private",
+        }
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ChunkMeta {
+    /// Stable id: `source#/yaml/path`.
+    pub id: String,
+    /// Index into [`Header::sources`].
+    pub source: u32,
+    /// JSON-pointer-style path of the entity inside its source.
+    pub path: String,
+    pub title: String,
+    pub section: String,
+    pub tags: Vec<String>,
+    pub visibility: Visibility,
+    /// Where the rendered text lives: block index, byte offset and length inside the block.
+    pub block: u32,
+    pub text_offset: u32,
+    pub text_len: u32,
+}
+
+/// A sealed, compressed run of chunk texts inside the `Texts` section.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRef {
+    /// Offset from the start of the `Texts` section.
+    pub offset: u64,
+    pub stored_len: u32,
+    pub plain_len: u32,
+    pub compression: Compression,
+}
+
+/// How strongly a question must match before it counts as on topic; see EVALUATION.md.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Calibration {
+    /// Embeddings of generic off-topic questions, `background_len × dims`.
+    pub background: Vec<f32>,
+    /// Minimum top dense similarity for a question to be on topic.
+    pub min_similarity: f32,
+    /// Minimum lead of the best chunk over the best background question.
+    pub min_margin: f32,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Index {
+    pub chunks: Vec<ChunkMeta>,
+    pub blocks: Vec<BlockRef>,
+    /// BM25 vocabulary: analysed term → term id.
+    pub terms: std::collections::HashMap<String, u32>,
+    /// `postings[term_starts[t]..term_starts[t + 1]]` lists the chunks containing term `t`.
+    pub term_starts: Vec<u32>,
+    pub postings: Vec<Posting>,
+    /// Analysed length of each chunk, in terms.
+    pub chunk_lens: Vec<u32>,
+    pub avg_chunk_len: f32,
+    pub dims: u32,
+    /// `chunks × dims` row-major, L2-normalised.
+    pub vectors: Vec<f32>,
+    pub calibration: Calibration,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posting {
+    pub chunk: u32,
+    pub tf: u32,
+}

@@ -1,0 +1,246 @@
+//! An opened artifact, ready to answer: the memory map, the authenticated index, and text
+//! blocks decrypted on first use.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use format::analyze::Analyzer;
+use format::seal::{Key, Sealer};
+use format::{
+    ArchivedCompression, ArchivedIndex, ArchivedModelTable, Compression, ContainerError, Header, OpenedContainer,
+    SectionKind,
+};
+use serde::Serialize;
+
+use crate::mapped::{IndexView, MappedFile, ModelView};
+use crate::retrieval::{self, PARAMS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot open {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Container { path: String, source: ContainerError },
+    #[error("{path}: the {section} section is malformed: {message}")]
+    Malformed { path: String, section: &'static str, message: String },
+}
+
+/// Serves queries from one artifact. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    path: String,
+    model: ModelView,
+    header: Header,
+    header_digest: [u8; 32],
+    sealer: Option<Sealer>,
+    index: IndexView,
+    texts_range: std::ops::Range<usize>,
+    texts_encrypted: bool,
+    texts: Vec<OnceLock<Box<[u8]>>>,
+    analyzer: Analyzer,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Hit {
+    pub id: String,
+    pub source: String,
+    pub path: String,
+    pub title: String,
+    pub section: String,
+    pub tags: Vec<String>,
+    pub text: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ArtifactRef {
+    pub version: String,
+    pub build_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Answer {
+    pub q: String,
+    pub on_topic: bool,
+    pub hits: Vec<Hit>,
+    /// The best dense similarity, which `on_topic` compares with the artifact's threshold.
+    pub top_similarity: f32,
+    pub artifact: ArtifactRef,
+    pub took_us: u64,
+}
+
+impl Engine {
+    /// Map and check an artifact: structure, key, and the authenticated index. Texts are only
+    /// decrypted when a hit needs them.
+    pub fn open(path: &Path, key: Option<&Key>) -> Result<Engine, EngineError> {
+        let display = path.display().to_string();
+        let file = MappedFile::open(path).map_err(|source| EngineError::Io { path: display.clone(), source })?;
+        let container_err = |source| EngineError::Container { path: display.clone(), source };
+        let malformed = |section, message| EngineError::Malformed { path: display.clone(), section, message };
+        let (header, header_digest, sealer, index, model_range, texts_range, texts_encrypted) = {
+            let c = OpenedContainer::open(file.bytes()).map_err(container_err)?;
+            let sealer = c.sealer(key).map_err(container_err)?;
+            let model = c.section(SectionKind::Model);
+            if model.encrypted || model.compression != Compression::None {
+                return Err(malformed("model", "must be stored plain for zero-copy access".into()));
+            }
+            let index = c.open_section(sealer.as_ref(), SectionKind::Index).map_err(container_err)?;
+            let range = |kind| {
+                let s = c.section(kind);
+                s.offset as usize..(s.offset + s.stored_len) as usize
+            };
+            let texts_encrypted = c.section(SectionKind::Texts).encrypted;
+            (
+                c.header.clone(),
+                c.header_digest,
+                sealer,
+                index,
+                range(SectionKind::Model),
+                range(SectionKind::Texts),
+                texts_encrypted,
+            )
+        };
+        let model = ModelView::new(file, model_range).map_err(|(_, e)| malformed("model", e))?;
+        let index = IndexView::new(index).map_err(|e| malformed("index", e))?;
+        let n_blocks = index.index().blocks.len();
+        let engine = Engine {
+            path: display,
+            model,
+            header,
+            header_digest,
+            sealer,
+            index,
+            texts_range,
+            texts_encrypted,
+            texts: (0..n_blocks).map(|_| OnceLock::new()).collect(),
+            analyzer: Analyzer::default(),
+        };
+        engine.check_consistency()?;
+        Ok(engine)
+    }
+
+    /// Cross-field checks the type system cannot make: vector and posting tables that match
+    /// the chunk count, text ranges inside their blocks.
+    fn check_consistency(&self) -> Result<(), EngineError> {
+        let index = self.index();
+        let bad = |message: String| EngineError::Malformed { path: self.path.clone(), section: "index", message };
+        let n = index.chunks.len();
+        let dims = index.dims.to_native() as usize;
+        if dims != self.model().dims.to_native() as usize || index.vectors.len() != n * dims {
+            return Err(bad("vector table does not match the chunk count and model dimensions".into()));
+        }
+        if index.chunk_lens.len() != n || index.term_starts.len() != index.terms.len() + 1 {
+            return Err(bad("BM25 tables do not match".into()));
+        }
+        if index.postings.iter().any(|p| p.chunk.to_native() as usize >= n) {
+            return Err(bad("a posting names a chunk that does not exist".into()));
+        }
+        for c in index.chunks.iter() {
+            let block = index
+                .blocks
+                .get(c.block.to_native() as usize)
+                .ok_or_else(|| bad(format!("chunk {} names a missing text block", c.id)))?;
+            if c.text_offset.to_native() as u64 + c.text_len.to_native() as u64 > block.plain_len.to_native() as u64 {
+                return Err(bad(format!("chunk {} points outside its text block", c.id)));
+            }
+            if c.source.to_native() as usize >= self.header.sources.len() {
+                return Err(bad(format!("chunk {} names a missing source", c.id)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn header_digest(&self) -> [u8; 32] {
+        self.header_digest
+    }
+
+    fn index(&self) -> &ArchivedIndex {
+        self.index.index()
+    }
+
+    fn model(&self) -> &ArchivedModelTable {
+        self.model.table()
+    }
+
+    /// Answer one question with up to `k` hits.
+    pub fn query(&self, question: &str, k: usize) -> Result<Answer, EngineError> {
+        let started = Instant::now();
+        let qvec = format::embed::embed(self.model(), question);
+        let index = self.index();
+        let ranking = retrieval::rank(index, &self.analyzer, question, &qvec, k, &PARAMS);
+        let on_topic = retrieval::on_topic(index, ranking.top_dense);
+        let mut hits = Vec::new();
+        if on_topic {
+            for s in &ranking.hits {
+                let c = &index.chunks[s.chunk as usize];
+                hits.push(Hit {
+                    id: c.id.to_string(),
+                    source: self.header.sources[c.source.to_native() as usize].path.clone(),
+                    path: c.path.to_string(),
+                    title: c.title.to_string(),
+                    section: c.section.to_string(),
+                    tags: c.tags.iter().map(|t| t.to_string()).collect(),
+                    text: self.chunk_text(s.chunk)?,
+                    score: s.score,
+                });
+            }
+        }
+        Ok(Answer {
+            q: question.to_string(),
+            on_topic,
+            hits,
+            top_similarity: ranking.top_dense,
+            artifact: ArtifactRef {
+                version: self.header.artifact_version.clone(),
+                build_id: self.header.build_id.clone(),
+            },
+            took_us: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    fn chunk_text(&self, chunk: u32) -> Result<String, EngineError> {
+        let index = self.index();
+        let c = &index.chunks[chunk as usize];
+        let block_no = c.block.to_native() as usize;
+        let block = self.block(block_no)?;
+        let start = c.text_offset.to_native() as usize;
+        let bytes = &block[start..start + c.text_len.to_native() as usize];
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    fn block(&self, block_no: usize) -> Result<&[u8], EngineError> {
+        if let Some(b) = self.texts[block_no].get() {
+            return Ok(b);
+        }
+        let index = self.index();
+        let r = &index.blocks[block_no];
+        let raw = &self.model.file_bytes()[self.texts_range.clone()];
+        let start = r.offset.to_native() as usize;
+        let sealed =
+            raw.get(start..start + r.stored_len.to_native() as usize).ok_or_else(|| EngineError::Malformed {
+                path: self.path.clone(),
+                section: "texts",
+                message: format!("block {block_no} lies outside the section"),
+            })?;
+        let compression = match r.compression {
+            ArchivedCompression::None => Compression::None,
+            ArchivedCompression::Zstd => Compression::Zstd,
+        };
+        let plain = format::container::open_unit(
+            self.sealer.as_ref(),
+            SectionKind::Texts,
+            block_no as u64,
+            sealed,
+            self.texts_encrypted,
+            compression,
+            r.plain_len.to_native() as usize,
+        )
+        .map_err(|source| EngineError::Container { path: self.path.clone(), source })?;
+        Ok(self.texts[block_no].get_or_init(|| plain.as_slice().into()))
+    }
+}

@@ -1,0 +1,190 @@
+//! `lore`, the runtime: serve an artifact over stdin (JSON lines) and HTTP, or ask it once.
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use format::seal::load_key;
+use runtime::Engine;
+use runtime::http::{AppState, router, shutdown_signal};
+
+#[derive(Parser, Debug)]
+#[command(name = "lore", version, about = "Answer questions from a lore artifact")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "LORE_LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
+    /// The artifact key, base64.
+    #[arg(long, global = true, env = "LORE_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// A file holding the base64 key.
+    #[arg(long, global = true, env = "LORE_KEY_FILE")]
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve questions over HTTP and/or stdin JSON lines (stdin when no --http is given).
+    Serve {
+        #[arg(env = "LORE_ARTIFACT")]
+        artifact: PathBuf,
+        /// Listen for HTTP on this address, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+        #[arg(long, env = "LORE_HTTP")]
+        http: Option<SocketAddr>,
+        /// Also answer JSON lines on stdin (the default without --http).
+        #[arg(long, env = "LORE_STDIN")]
+        stdin: bool,
+        /// Seconds to let in-flight requests finish after SIGTERM.
+        #[arg(long, env = "LORE_GRACE_SECS", default_value_t = 10)]
+        grace_secs: u64,
+        /// Seconds one HTTP request may take.
+        #[arg(long, env = "LORE_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+        request_timeout_secs: u64,
+    },
+    /// Ask one question and print the answer.
+    Query {
+        #[arg(env = "LORE_ARTIFACT")]
+        artifact: PathBuf,
+        question: String,
+        /// Print the full JSON answer.
+        #[arg(long, env = "LORE_JSON")]
+        json: bool,
+        /// How many hits to return.
+        #[arg(short, long, env = "LORE_K", default_value_t = runtime::DEFAULT_K)]
+        k: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            let rejected = e.chain().any(|c| c.downcast_ref::<runtime::EngineError>().is_some());
+            ExitCode::from(if rejected { 2 } else { 1 })
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LORE_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false);
+    match format {
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn open(artifact: &PathBuf, key: Option<&str>, key_file: Option<&std::path::Path>) -> Result<Engine> {
+    let key = load_key(key, key_file).map_err(anyhow::Error::msg)?;
+    Ok(Engine::open(artifact, key.as_ref())?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Query { artifact, question, json, k } => {
+            let engine = open(&artifact, cli.key.as_deref(), cli.key_file.as_deref())?;
+            let req = runtime::QueryRequest { q: question, k: Some(k) };
+            let k = req.validate()?;
+            let answer = engine.query(&req.q, k)?;
+            let mut out = std::io::stdout().lock();
+            use std::io::Write as _;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &answer)?;
+                writeln!(out)?;
+            } else if !answer.on_topic {
+                writeln!(
+                    out,
+                    "off topic: nothing in this knowledge base answers that (best similarity {:.3})",
+                    answer.top_similarity
+                )?;
+            } else {
+                for (i, hit) in answer.hits.iter().enumerate() {
+                    writeln!(out, "{}. {} [{:.3}]  {}", i + 1, hit.title, hit.score, hit.id)?;
+                    for line in hit.text.lines().skip(1).take(4) {
+                        writeln!(out, "     {line}")?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Serve { artifact, http, stdin, grace_secs, request_timeout_secs } => {
+            let started = std::time::Instant::now();
+            let engine = Arc::new(open(&artifact, cli.key.as_deref(), cli.key_file.as_deref())?);
+            let h = engine.header();
+            tracing::info!(artifact = %artifact.display(), version = %h.artifact_version, build_id = %h.build_id, chunks = h.counts.chunks, open_us = started.elapsed().as_micros() as u64, "artifact opened");
+            let Some(addr) = http else {
+                let stdin = std::io::stdin().lock();
+                return runtime::stdin::serve_lines(&engine, stdin, std::io::stdout().lock()).context("stdin loop");
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(serve_http(
+                engine,
+                addr,
+                stdin,
+                Duration::from_secs(grace_secs),
+                Duration::from_secs(request_timeout_secs),
+            ))
+        }
+    }
+}
+
+async fn serve_http(
+    engine: Arc<Engine>,
+    addr: SocketAddr,
+    stdin: bool,
+    grace: Duration,
+    timeout: Duration,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(url = %format!("http://{local}"), "listening");
+    eprintln!("lore: listening on http://{local}");
+    if stdin {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = runtime::stdin::serve_lines(&engine, std::io::stdin().lock(), std::io::stdout().lock()) {
+                tracing::warn!("stdin loop ended: {e}");
+            }
+        });
+    }
+    let app = router(AppState { engine }, timeout);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    shutdown_signal().await;
+    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => joined.context("server task")?.context("server")?,
+        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The one place lore uses `unsafe`: memory-mapping the artifact and zero-copy views into it.
+//!
+//! Each view validates its bytes once, when it is built, and afterwards hands out archived
+//! references without re-checking. Everything else in the workspace forbids `unsafe`.
+#![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::Path;
+
+use format::container::SectionData;
+use format::{ArchivedIndex, ArchivedModelTable};
+use memmap2::Mmap;
+use rkyv::rancor;
+use rkyv::rend::f32_le;
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("lore artifacts store little-endian floats that are read in place; big-endian hosts are not supported");
+
+/// A read-only memory map of an artifact file.
+#[derive(Debug)]
+pub struct MappedFile {
+    map: Mmap,
+}
+
+impl MappedFile {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        // SAFETY: the map is read-only and private to this process. The hazard of any file map
+        // is another process truncating or rewriting the file in place while it is mapped.
+        // lorec never does: it writes a temporary file and renames it over the old one, which
+        // leaves this inode (and so this map) untouched. Artifacts are build outputs that
+        // nothing edits in place; ARCHITECTURE.md states this invariant.
+        let map = unsafe { Mmap::map(&file)? };
+        Ok(MappedFile { map })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// The model table, read in place from the map after one validation.
+#[derive(Debug)]
+pub struct ModelView {
+    file: MappedFile,
+    range: Range<usize>,
+}
+
+impl ModelView {
+    /// Validate `file[range]` as a model table.
+    pub fn new(file: MappedFile, range: Range<usize>) -> Result<Self, (MappedFile, String)> {
+        let checked = match file.bytes().get(range.clone()) {
+            Some(bytes) => {
+                rkyv::access::<ArchivedModelTable, rancor::Error>(bytes).map(|_| ()).map_err(|e| e.to_string())
+            }
+            None => Err("the section lies outside the file".to_string()),
+        };
+        match checked {
+            Ok(()) => Ok(ModelView { file, range }),
+            Err(e) => Err((file, e)),
+        }
+    }
+
+    pub fn table(&self) -> &ArchivedModelTable {
+        // SAFETY: `new` validated exactly these bytes, and the read-only map never changes
+        // them (see `MappedFile::open`).
+        unsafe { rkyv::access_unchecked::<ArchivedModelTable>(&self.file.bytes()[self.range.clone()]) }
+    }
+
+    /// The whole mapped file.
+    pub fn file_bytes(&self) -> &[u8] {
+        self.file.bytes()
+    }
+}
+
+/// The decrypted index, validated once.
+#[derive(Debug)]
+pub struct IndexView {
+    bytes: SectionData,
+}
+
+impl IndexView {
+    pub fn new(bytes: SectionData) -> Result<Self, String> {
+        rkyv::access::<ArchivedIndex, rancor::Error>(&bytes).map_err(|e| e.to_string())?;
+        Ok(IndexView { bytes })
+    }
+
+    pub fn index(&self) -> &ArchivedIndex {
+        // SAFETY: `new` validated these bytes and `self.bytes` is never mutated.
+        unsafe { rkyv::access_unchecked::<ArchivedIndex>(&self.bytes) }
+    }
+}
+
+/// Reinterpret archived little-endian floats as native floats, without copying.
+pub fn native_f32(values: &[f32_le]) -> &[f32] {
+    // SAFETY: `f32_le` is `#[repr(C, align(4))]` around one `f32` stored in little-endian
+    // order, so it has the size and alignment of `f32`; on little-endian targets (enforced by
+    // the `compile_error!` above) its bits are the native value. Every bit pattern is a valid
+    // `f32`, and the returned slice borrows `values`, so lifetime and length carry over.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<f32>(), values.len()) }
+}
