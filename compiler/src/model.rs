@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -25,7 +25,7 @@ pub struct Model {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
-    std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|error| ModelError::Io { path: path.display().to_string(), error })
 }
 
 fn invalid(path: &Path, message: impl Into<String>) -> ModelError {
@@ -226,6 +226,42 @@ fn safetensors(bytes: &[u8]) -> Result<HashMap<String, Tensor<'_>>, String> {
 #[cfg(test)]
 mod tests {
     use super::f16_to_f32;
+    use format::embed::{TokenTable, embed, token_ids};
+    use format::wordpiece::tokenize;
+
+    /// Our tokenizer and pooling against ids and vectors produced by the Python `tokenizers`
+    /// and `model2vec` libraries (`tests/data/potion_reference.json`).
+    #[test]
+    fn potion_matches_the_reference_implementation() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = root.join("../artifacts/models/potion-base-8M");
+        assert!(dir.join("model.safetensors").exists(), "run `cargo xtask fetch-model` first");
+        let model = super::load(&dir).expect("model loads");
+        let fixture: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("tests/data/potion_reference.json")).expect("fixture"))
+                .expect("fixture is JSON");
+        assert_eq!(fixture["model_safetensors_sha256"].as_str().map(str::to_string), Some(hex(&model.weights_sha256)));
+        let cases = fixture["cases"].as_array().expect("cases");
+        assert!(cases.len() >= 40);
+        let table = &model.table;
+        for case in cases {
+            let text = case["text"].as_str().expect("text");
+            let want: Vec<u32> =
+                case["ids"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("id") as u32).collect();
+            let got = tokenize(text, &table.config(), |p| table.lookup(p));
+            assert_eq!(got, want, "token ids differ for {text:?}");
+            assert_eq!(token_ids(table, text).len() as u64, case["n_pooled"].as_u64().expect("n_pooled"), "{text:?}");
+            let vector = embed(table, text);
+            for (i, (a, b)) in vector.iter().zip(case["embedding"].as_array().expect("embedding")).enumerate() {
+                let b = b.as_f64().expect("float") as f32;
+                assert!((a - b).abs() < 1e-5, "{text:?} dim {i}: {a} vs {b}");
+            }
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
 
     #[test]
     fn half_precision() {

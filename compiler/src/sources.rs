@@ -103,6 +103,7 @@ pub fn compile(source: &SourceFile, map: &mut SourceMap, diags: &mut Vec<Diagnos
             let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
             let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+            map.insert(&source.rel, &String::from_utf8_lossy(&source.bytes));
             diags.push(
                 Diagnostic::error(
                     "invalid-utf8",

@@ -101,7 +101,14 @@ pub fn write_container(mut header: Header, plans: &[SectionPlan], key: Option<&K
     }
     let header_buf = header_bytes(&header);
     assert_eq!(header_buf.len(), header_len, "header size must not depend on offsets");
-    let header_digest: [u8; 32] = Sha256::digest(&header_buf).into();
+    let flags = if key.is_some() && matches!(header.cipher, Cipher::Aes256Gcm { .. }) { FLAG_SEALED } else { 0 };
+    let mut preamble = Vec::with_capacity(PREAMBLE_LEN);
+    preamble.extend_from_slice(&MAGIC);
+    preamble.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    preamble.extend_from_slice(&OLDEST_SUPPORTED.to_le_bytes());
+    preamble.extend_from_slice(&(header_len as u32).to_le_bytes());
+    preamble.extend_from_slice(&flags.to_le_bytes());
+    let header_digest = digest_header(&preamble, &header_buf);
 
     let sealer = match (key, header.cipher) {
         (Some(key), Cipher::Aes256Gcm { salt, .. }) => Some(Sealer::new(key, &salt, header_digest)),
@@ -109,12 +116,7 @@ pub fn write_container(mut header: Header, plans: &[SectionPlan], key: Option<&K
     };
 
     let mut out = Vec::with_capacity(cursor + TRAILER_LEN);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&OLDEST_SUPPORTED.to_le_bytes());
-    out.extend_from_slice(&(header_len as u32).to_le_bytes());
-    let flags = if sealer.is_some() { FLAG_SEALED } else { 0 };
-    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&preamble);
     out.extend_from_slice(&header_digest);
     out.resize(PREAMBLE_LEN, 0);
     out.extend_from_slice(&header_buf);
@@ -170,6 +172,12 @@ pub fn open_unit(
         }
     }
     Ok(out)
+}
+
+/// The header digest covers the first 24 preamble bytes (magic, versions, header length,
+/// flags) and the header itself, so sealing binds all of them.
+fn digest_header(preamble: &[u8], header: &[u8]) -> [u8; 32] {
+    Sha256::new().chain_update(&preamble[..24]).chain_update(header).finalize().into()
 }
 
 /// A structurally checked artifact over borrowed bytes (usually a memory map).
@@ -231,7 +239,7 @@ impl<'a> OpenedContainer<'a> {
             )));
         }
         let raw_header = &bytes[PREAMBLE_LEN..PREAMBLE_LEN + header_len];
-        if <[u8; 32]>::from(Sha256::digest(raw_header)) != header_digest {
+        if digest_header(bytes, raw_header) != header_digest {
             return Err(ContainerError::Corrupt("the header does not match its digest".into()));
         }
         // The header is small; copying it guarantees alignment whatever buffer we were handed.

@@ -178,9 +178,9 @@ pub struct BlockRef {
 pub struct Calibration {
     /// Embeddings of generic off-topic questions, `background_len × dims`.
     pub background: Vec<f32>,
-    /// Minimum top dense similarity for a question to be on topic.
+    /// Minimum best-chunk similarity for a question to be on topic.
     pub min_similarity: f32,
-    /// Minimum lead of the best chunk over the best background question.
+    /// Minimum lead (may be negative) of the best chunk over the best background question.
     pub min_margin: f32,
 }
 

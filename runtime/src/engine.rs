@@ -18,10 +18,10 @@ use crate::retrieval::{self, PARAMS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot open {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Container { path: String, source: ContainerError },
+    #[error("cannot open {path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("{path}: {error}")]
+    Container { path: String, error: ContainerError },
     #[error("{path}: the {section} section is malformed: {message}")]
     Malformed { path: String, section: &'static str, message: String },
 }
@@ -66,6 +66,8 @@ pub struct Answer {
     pub hits: Vec<Hit>,
     /// The best dense similarity, which `on_topic` compares with the artifact's threshold.
     pub top_similarity: f32,
+    /// The best similarity to the artifact's background of generic, off-topic questions.
+    pub background_similarity: f32,
     pub artifact: ArtifactRef,
     pub took_us: u64,
 }
@@ -75,8 +77,8 @@ impl Engine {
     /// decrypted when a hit needs them.
     pub fn open(path: &Path, key: Option<&Key>) -> Result<Engine, EngineError> {
         let display = path.display().to_string();
-        let file = MappedFile::open(path).map_err(|source| EngineError::Io { path: display.clone(), source })?;
-        let container_err = |source| EngineError::Container { path: display.clone(), source };
+        let file = MappedFile::open(path).map_err(|error| EngineError::Io { path: display.clone(), error })?;
+        let container_err = |error| EngineError::Container { path: display.clone(), error };
         let malformed = |section, message| EngineError::Malformed { path: display.clone(), section, message };
         let (header, header_digest, sealer, index, model_range, texts_range, texts_encrypted) = {
             let c = OpenedContainer::open(file.bytes()).map_err(container_err)?;
@@ -169,13 +171,18 @@ impl Engine {
 
     /// Answer one question with up to `k` hits.
     pub fn query(&self, question: &str, k: usize) -> Result<Answer, EngineError> {
+        self.query_with(question, k, false)
+    }
+
+    /// Like [`Engine::query`]; `include_off_topic` returns hits even for off-topic questions.
+    pub fn query_with(&self, question: &str, k: usize, include_off_topic: bool) -> Result<Answer, EngineError> {
         let started = Instant::now();
         let qvec = format::embed::embed(self.model(), question);
         let index = self.index();
         let ranking = retrieval::rank(index, &self.analyzer, question, &qvec, k, &PARAMS);
-        let on_topic = retrieval::on_topic(index, ranking.top_dense);
+        let on_topic = retrieval::on_topic(index, &ranking);
         let mut hits = Vec::new();
-        if on_topic {
+        if on_topic || include_off_topic {
             for s in &ranking.hits {
                 let c = &index.chunks[s.chunk as usize];
                 hits.push(Hit {
@@ -195,6 +202,7 @@ impl Engine {
             on_topic,
             hits,
             top_similarity: ranking.top_dense,
+            background_similarity: ranking.top_background,
             artifact: ArtifactRef {
                 version: self.header.artifact_version.clone(),
                 build_id: self.header.build_id.clone(),
@@ -240,7 +248,7 @@ impl Engine {
             compression,
             r.plain_len.to_native() as usize,
         )
-        .map_err(|source| EngineError::Container { path: self.path.clone(), source })?;
+        .map_err(|error| EngineError::Container { path: self.path.clone(), error })?;
         Ok(self.texts[block_no].get_or_init(|| plain.as_slice().into()))
     }
 }

@@ -34,7 +34,7 @@ fn answer(state: &AppState, req: QueryRequest) -> Response {
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
     };
-    match state.engine.query(&req.q, k) {
+    match state.engine.query_with(&req.q, k, req.include_off_topic) {
         Ok(a) => Json(a).into_response(),
         Err(e) => {
             tracing::error!("query failed: {e}");

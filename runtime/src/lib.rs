@@ -26,6 +26,9 @@ pub struct QueryRequest {
     pub q: String,
     #[serde(default)]
     pub k: Option<usize>,
+    /// Return the best hits even when the question is off topic (for evaluation and debugging).
+    #[serde(default)]
+    pub include_off_topic: bool,
 }
 
 /// Why a request was refused before it reached the engine.

@@ -105,7 +105,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Query { artifact, question, json, k } => {
             let engine = open(&artifact, cli.key.as_deref(), cli.key_file.as_deref())?;
-            let req = runtime::QueryRequest { q: question, k: Some(k) };
+            let req = runtime::QueryRequest { q: question, k: Some(k), include_off_topic: false };
             let k = req.validate()?;
             let answer = engine.query(&req.q, k)?;
             let mut out = std::io::stdout().lock();

@@ -42,6 +42,8 @@ pub struct Ranking {
     pub hits: Vec<Scored>,
     /// Best dense similarity over all chunks.
     pub top_dense: f32,
+    /// Best dense similarity over the artifact's background (off-topic) questions.
+    pub top_background: f32,
 }
 
 /// Score every chunk and keep the best `k`.
@@ -91,7 +93,13 @@ pub fn rank(
     }
     scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.chunk.cmp(&b.chunk)));
     scored.truncate(k);
-    Ranking { hits: scored, top_dense }
+    let background = native_f32(&index.calibration.background);
+    let top_background = if dims == qvec.len() && dims > 0 {
+        background.chunks_exact(dims).map(|row| dot(row, qvec)).fold(0.0f32, f32::max)
+    } else {
+        0.0
+    };
+    Ranking { hits: scored, top_dense, top_background }
 }
 
 fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, params: &Params) -> HashMap<u32, f32> {
@@ -123,8 +131,11 @@ fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, param
     scores
 }
 
-/// A question is on topic when its best chunk is closer than all but the top
-/// `1 - BACKGROUND_QUANTILE` of generic questions get to this knowledge base.
-pub fn on_topic(index: &ArchivedIndex, top_dense: f32) -> bool {
-    top_dense >= index.calibration.min_similarity.to_native()
+/// A question is on topic when something in the knowledge base is related at all and its
+/// best chunk is about as close as (or closer than) the best of the artifact's generic
+/// background questions. Thresholds come from the artifact; EVALUATION.md has the method.
+pub fn on_topic(index: &ArchivedIndex, ranking: &Ranking) -> bool {
+    let c = &index.calibration;
+    ranking.top_dense >= c.min_similarity.to_native()
+        && ranking.top_dense - ranking.top_background >= c.min_margin.to_native()
 }

@@ -20,7 +20,7 @@ pub fn serve_lines(engine: &Engine, input: impl BufRead, mut output: impl Write)
             }
             Ok(req) => match req.validate() {
                 Err(e) => json!({"error": {"code": "bad_request", "message": format!("line {}: {e}", n + 1)}}),
-                Ok(k) => match engine.query(&req.q, k) {
+                Ok(k) => match engine.query_with(&req.q, k, req.include_off_topic) {
                     Ok(answer) => serde_json::to_value(answer)
                         .unwrap_or_else(|e| json!({"error": {"code": "internal", "message": e.to_string()}})),
                     Err(e) => json!({"error": {"code": "internal", "message": e.to_string()}}),

@@ -1,1 +1,10 @@
-//! it
+//! End-to-end tests: every test here drives the real `lorec` and `lore` binaries.
+//!
+//! Run through `cargo xtask test`, which fetches the model and builds the binaries first.
+
+mod artifact;
+mod diagnostics;
+mod golden;
+mod retrieval;
+mod serve;
+mod support;

@@ -1,1 +1,112 @@
-fn main() {}
+//! Project automation, reached as `cargo xtask <task>`: model fetch, tests, the demo,
+//! benchmarks and evaluation. Kept free of heavy dependencies so it builds in seconds.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod model;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  fetch-model   download potion-base-8M (pinned, sha256-checked) into artifacts/models/
+  test          fetch the model, build the binaries, run every test (what CI runs)
+  demo          compile data/, answer one question, then serve it over HTTP [ADDR]
+  bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run
+";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("fetch-model") => model::fetch(&root).map(|_| ()),
+        Some("test") => test(&root),
+        Some("demo") => demo(&root, args.get(1).map(String::as_str).unwrap_or("127.0.0.1:8080")),
+        Some("bench") => bench::run(&root, args.iter().any(|a| a == "--quick")),
+        _ => {
+            eprint!("{USAGE}");
+            bail!("unknown or missing task")
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+pub fn run_checked(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("$ {shown}");
+    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    model::fetch(root)?;
+    if cargo().args(["fmt", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        run_checked(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    } else {
+        eprintln!("rustfmt is not installed; skipping the format check");
+    }
+    // The integration tests drive the real binaries, so build them first.
+    run_checked(cargo().args(["build", "--workspace", "--bins"]))?;
+    run_checked(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    run_checked(cargo().args(["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"]))
+}
+
+fn demo(root: &Path, addr: &str) -> Result<()> {
+    model::fetch(root)?;
+    run_checked(cargo().args(["build", "--release", "--bins"]))?;
+    let bin = root.join("target/release");
+    let key_file = root.join("artifacts/demo.key");
+    if !key_file.exists() {
+        let out = Command::new(bin.join("lorec")).arg("keygen").output().context("lorec keygen")?;
+        if !out.status.success() {
+            bail!("lorec keygen failed");
+        }
+        std::fs::write(&key_file, &out.stdout)?;
+        eprintln!("wrote a new demo key to {}", key_file.display());
+    }
+    let artifact = root.join("artifacts/data.lore");
+    run_checked(
+        Command::new(bin.join("lorec"))
+            .args(["build", "data", "-o"])
+            .arg(&artifact)
+            .args(["--artifact-version", "demo"])
+            .env("LORE_KEY_FILE", &key_file),
+    )?;
+    run_checked(
+        Command::new(bin.join("lore"))
+            .arg("query")
+            .arg(&artifact)
+            .arg("What kind of robots do you build?")
+            .env("LORE_KEY_FILE", &key_file),
+    )?;
+    eprintln!("\nserving {} — try:\n  curl -s 'http://{addr}/v1/query?q=what+music+do+you+like'\n", artifact.display());
+    run_checked(
+        Command::new(bin.join("lore"))
+            .arg("serve")
+            .arg(&artifact)
+            .args(["--http", addr])
+            .env("LORE_KEY_FILE", &key_file),
+    )
+}

@@ -1,0 +1,264 @@
+//! Damaged, truncated and foreign artifacts, and wrong keys: clear errors, never a panic.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+fn small_artifact(tmp: &TempDir, extra: &[&str]) -> PathBuf {
+    tmp.write("kb/jobs.yaml", "jobs:\n  - id: keeper\n    title: Lighthouse keeper\n    company: Northern Lights Board\n    achievements:\n      - Kept the lamp lit through the storm of 1987\n");
+    tmp.write(
+        "kb/books.yaml",
+        "books:\n  - title: To the Lighthouse\n    author: Virginia Woolf\n    reason: Read it every winter\n",
+    );
+    let out = tmp.path().join("kb.lore");
+    build(&tmp.path().join("kb"), &out, extra);
+    out
+}
+
+fn inspect(path: &Path) -> serde_json::Value {
+    let r = run(lorec().arg("inspect").arg(path).arg("--json"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    serde_json::from_str(&r.stdout).expect("inspect --json")
+}
+
+fn query(path: &Path, key: Option<&str>) -> Run {
+    let mut cmd = lore();
+    cmd.arg("query").arg(path).arg("Who kept the lamp lit?");
+    if let Some(k) = key {
+        cmd.env("LORE_KEY", k);
+    }
+    run(&mut cmd)
+}
+
+fn verify(path: &Path) -> Run {
+    run(lorec().arg("verify").arg(path).env("LORE_KEY", TEST_KEY))
+}
+
+#[test]
+fn sealed_artifact_round_trip_and_inspect() {
+    let tmp = TempDir::new("art");
+    let out = small_artifact(&tmp, &["--artifact-version", "2.3.0"]);
+    let info = inspect(&out);
+    assert_eq!(info["format_version"], 1);
+    assert_eq!(info["artifact_version"], "2.3.0");
+    assert_eq!(info["cipher"]["name"], "aes-256-gcm");
+    assert_eq!(info["counts"]["chunks"], 2);
+    assert_eq!(info["sources"].as_array().map(Vec::len), Some(2));
+    let sections: Vec<_> = info["sections"]
+        .as_array()
+        .expect("sections")
+        .iter()
+        .map(|s| (s["kind"].clone(), s["encrypted"].clone()))
+        .collect();
+    assert_eq!(
+        sections,
+        [("model".into(), false.into()), ("index".into(), true.into()), ("texts".into(), true.into())]
+    );
+    let text = run(lorec().arg("inspect").arg(&out));
+    assert!(text.stdout.contains("aes-256-gcm, key id"), "{}", text.stdout);
+    // The key never appears in the artifact or in what lorec prints about it.
+    let bytes = std::fs::read(&out).expect("read");
+    assert!(!bytes.windows(TEST_KEY.len()).any(|w| w == TEST_KEY.as_bytes()));
+    assert!(!text.stdout.contains(TEST_KEY));
+    // Plaintext of the knowledge base is not in the file.
+    assert!(!bytes.windows(10).any(|w| w == b"Lighthouse"), "chunk text leaked into the sealed artifact");
+    let ok = verify(&out);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(ok.stdout.contains("all sections decrypt and validate"), "{}", ok.stdout);
+    let answer = query(&out, Some(TEST_KEY));
+    assert_eq!(answer.code, 0, "{}", answer.stderr);
+    assert!(answer.stdout.contains("jobs.yaml#/jobs/0"), "{}", answer.stdout);
+}
+
+#[test]
+fn wrong_or_missing_key_is_named_as_such() {
+    let tmp = TempDir::new("art");
+    let out = small_artifact(&tmp, &[]);
+    let wrong = query(&out, Some(OTHER_KEY));
+    assert_eq!(wrong.code, 2);
+    assert!(wrong.stderr.contains("wrong key"), "{}", wrong.stderr);
+    assert!(!wrong.stderr.contains(OTHER_KEY));
+    let missing = query(&out, None);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("set LORE_KEY"), "{}", missing.stderr);
+    let malformed = query(&out, Some("not-a-key"));
+    assert_eq!(malformed.code, 1);
+    assert!(malformed.stderr.contains("not valid base64"), "{}", malformed.stderr);
+}
+
+#[test]
+fn plaintext_build_is_marked_and_needs_no_key() {
+    let tmp = TempDir::new("art");
+    tmp.write("kb/a.yaml", "notes:\n  - title: Harbour\n    text: The harbour freezes in February\n");
+    let out = tmp.path().join("plain.lore");
+    let r = run(lorec()
+        .arg("build")
+        .arg(tmp.path().join("kb"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--model")
+        .arg(model_dir())
+        .arg("--no-encrypt"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(inspect(&out)["cipher"]["name"], "none");
+    let bytes = std::fs::read(&out).expect("read");
+    assert!(bytes.windows(7).any(|w| w == b"harbour"), "plaintext build should hold plain text");
+    let answer = query(&out, None);
+    assert_eq!(answer.code, 0, "{}", answer.stderr);
+    let v = run(lorec().arg("verify").arg(&out));
+    assert_eq!(v.code, 0, "{}", v.stderr);
+}
+
+/// Flip one byte in each region of the file: `lorec verify` must notice every one, and
+/// neither binary may panic.
+#[test]
+fn tampering_anywhere_is_detected() {
+    let tmp = TempDir::new("art");
+    let out = small_artifact(&tmp, &[]);
+    let good = std::fs::read(&out).expect("read");
+    let info = inspect(&out);
+    let section = |i: usize| {
+        (
+            info["sections"][i]["offset"].as_u64().expect("offset") as usize,
+            info["sections"][i]["stored_len"].as_u64().expect("len") as usize,
+        )
+    };
+    let (model_at, model_len) = section(0);
+    let (index_at, _) = section(1);
+    let (texts_at, texts_len) = section(2);
+    let regions = [
+        ("format version", 8),
+        ("flags", 20),
+        ("header digest", 30),
+        ("reserved preamble", 60),
+        ("header", 80),
+        ("model section", model_at + model_len / 2),
+        ("padding before index", index_at - 1),
+        ("index section", index_at + 5),
+        ("texts section", texts_at + texts_len / 2),
+        ("trailer", good.len() - 3),
+    ];
+    for (what, at) in regions {
+        let mut bad = good.clone();
+        bad[at] ^= 0x5a;
+        let path = tmp.path().join("tampered.lore");
+        std::fs::write(&path, &bad).expect("write");
+        let v = verify(&path);
+        assert_eq!(v.code, 2, "verify missed a change in the {what} (byte {at}):\n{}{}", v.stdout, v.stderr);
+        assert!(v.stderr.starts_with("error: "), "{what}: {}", v.stderr);
+        let q = query(&path, Some(TEST_KEY));
+        // The model table is public and checked only structurally at start-up (a full hash
+        // would cost the start-up budget); everything else must be refused.
+        if !matches!(what, "model section" | "padding before index" | "reserved preamble" | "trailer") {
+            assert_eq!(q.code, 2, "lore accepted a change in the {what}:\n{}", q.stdout);
+        }
+    }
+}
+
+#[test]
+fn truncated_and_foreign_files_are_refused() {
+    let tmp = TempDir::new("art");
+    let out = small_artifact(&tmp, &[]);
+    let good = std::fs::read(&out).expect("read");
+    for keep in [0, 7, 8, 63, 100, 1500, good.len() / 2, good.len() - 1] {
+        let path = tmp.path().join("cut.lore");
+        std::fs::write(&path, &good[..keep]).expect("write");
+        let q = query(&path, Some(TEST_KEY));
+        assert_eq!(q.code, 2, "truncated to {keep} bytes was accepted");
+        assert!(q.stderr.contains("cut.lore"), "{}", q.stderr);
+        let v = verify(&path);
+        assert_eq!(v.code, 2);
+    }
+    let path = tmp.write("notes.lore", "just some text, not an artifact at all\n");
+    let q = query(&path, Some(TEST_KEY));
+    assert!(q.stderr.contains("not a lore artifact"), "{}", q.stderr);
+    let missing = query(&tmp.path().join("absent.lore"), Some(TEST_KEY));
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("cannot open"), "{}", missing.stderr);
+}
+
+#[test]
+fn newer_format_versions_get_a_hint() {
+    let tmp = TempDir::new("art");
+    let out = small_artifact(&tmp, &[]);
+    let mut bytes = std::fs::read(&out).expect("read");
+    bytes[8..12].copy_from_slice(&9u32.to_le_bytes());
+    bytes[12..16].copy_from_slice(&9u32.to_le_bytes());
+    std::fs::write(&out, &bytes).expect("write");
+    let q = query(&out, Some(TEST_KEY));
+    assert_eq!(q.code, 2);
+    assert!(q.stderr.contains("format version 9 is newer") && q.stderr.contains("upgrade lore"), "{}", q.stderr);
+}
+
+#[test]
+fn public_builds_leave_internal_and_private_entities_out() {
+    let tmp = TempDir::new("vis");
+    tmp.write(
+        "kb/jobs.yaml",
+        "jobs:\n  - title: Harbour pilot\n    visibility: public\n  - title: Secret night shift at the quorvex yard\n    visibility: internal\n  - title: Private quorvex diary\n    visibility: private\n",
+    );
+    let public = tmp.path().join("public.lore");
+    build(&tmp.path().join("kb"), &public, &[]);
+    assert_eq!(inspect(&public)["counts"]["chunks"], 1);
+    assert_eq!(inspect(&public)["audience"], "public");
+    let internal = tmp.path().join("internal.lore");
+    build(&tmp.path().join("kb"), &internal, &["--audience", "internal"]);
+    assert_eq!(inspect(&internal)["counts"]["chunks"], 3);
+    let ids = hit_ids(&ask(&internal, "quorvex yard night shift", 3));
+    assert!(ids.contains(&"jobs.yaml#/jobs/1".to_string()), "{ids:?}");
+    // Not even the plaintext build of the public audience carries the internal text.
+    let plain = tmp.path().join("plain.lore");
+    let r = run(lorec()
+        .arg("build")
+        .arg(tmp.path().join("kb"))
+        .arg("-o")
+        .arg(&plain)
+        .arg("--model")
+        .arg(model_dir())
+        .arg("--no-encrypt"));
+    assert_eq!(r.code, 0);
+    let bytes = std::fs::read(&plain).expect("read");
+    assert!(!bytes.windows(7).any(|w| w == b"quorvex"), "internal text leaked into a public build");
+}
+
+#[test]
+fn incremental_rebuild_embeds_only_changed_files_and_keeps_ids() {
+    let tmp = TempDir::new("inc");
+    for i in 0..5 {
+        tmp.write(
+            &format!("kb/f{i}.yaml"),
+            format!("items:\n  - title: Item {i} about sailing boats\n  - title: Item {i} about mountain huts\n"),
+        );
+    }
+    let out = tmp.path().join("kb.lore");
+    let cache = tmp.path().join("cache");
+    let build_logged = || {
+        let r = run(lorec()
+            .arg("build")
+            .arg(tmp.path().join("kb"))
+            .arg("-o")
+            .arg(&out)
+            .arg("--model")
+            .arg(model_dir())
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("LORE_KEY", TEST_KEY)
+            .env("LORE_LOG", "info")
+            .env("LORE_LOG_FORMAT", "json"));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let line = r.stderr.lines().find(|l| l.contains("artifact written")).expect("build log line").to_string();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log");
+        (
+            v["fields"]["embedded_files"].as_u64().expect("embedded"),
+            v["fields"]["cached_files"].as_u64().expect("cached"),
+        )
+    };
+    assert_eq!(build_logged(), (5, 0));
+    let first = hit_ids(&ask(&out, "mountain huts", 10));
+    assert_eq!(build_logged(), (0, 5));
+    tmp.write("kb/f3.yaml", "items:\n  - title: Item 3 about sailing boats\n  - title: Item 3 about alpine huts\n");
+    assert_eq!(build_logged(), (1, 4));
+    let again = hit_ids(&ask(&out, "mountain huts", 10));
+    assert_eq!(first.len(), again.len());
+    assert!(again.contains(&"f0.yaml#/items/1".to_string()), "{again:?}");
+}

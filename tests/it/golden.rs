@@ -1,0 +1,99 @@
+//! Golden artifacts: one committed artifact per format version must stay readable by the
+//! current runtime (like tantivy's `compat_tests`). Each is built from `tests/compat/kb/` with
+//! a tiny, deterministic Model2Vec model and the fixed test key.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+const DIMS: usize = 8;
+
+fn compat() -> PathBuf {
+    workspace().join("tests/compat")
+}
+
+/// Write a real (if tiny) Model2Vec model: BERT WordPiece `tokenizer.json`, an f32
+/// `model.safetensors` with deterministic pseudo-random rows, and `config.json`.
+fn write_tiny_model(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let words = "[PAD] [UNK] [CLS] [SEP] [MASK] a the of to in and who what where when did you your is was \
+                 lighthouse keeper lamp storm night baker bakery harbour northern lights board book books \
+                 read winter virginia woolf knot tying tide tables sea kept lit through job work hobby ##s ##ing ##er";
+    let vocab: Vec<&str> = words.split_whitespace().collect();
+    let entries: Vec<String> = vocab.iter().enumerate().map(|(i, w)| format!("{:?}: {i}", w)).collect();
+    let tokenizer = format!(
+        r###"{{"version":"1.0","normalizer":{{"type":"BertNormalizer","clean_text":true,"handle_chinese_chars":true,"strip_accents":null,"lowercase":true}},"pre_tokenizer":{{"type":"BertPreTokenizer"}},"model":{{"type":"WordPiece","unk_token":"[UNK]","continuing_subword_prefix":"##","max_input_chars_per_word":100,"vocab":{{{}}}}}}}"###,
+        entries.join(",")
+    );
+    std::fs::write(dir.join("tokenizer.json"), tokenizer).expect("write");
+    std::fs::write(dir.join("config.json"), r#"{"model_type": "model2vec", "hidden_dim": 8, "normalize": true}"#)
+        .expect("write");
+    let mut data = Vec::with_capacity(vocab.len() * DIMS * 4);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..vocab.len() * DIMS {
+        // xorshift64*: fixed, portable, good enough to make rows distinct.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let x = (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let mut header = format!(
+        r#"{{"embeddings":{{"dtype":"F32","shape":[{},{DIMS}],"data_offsets":[0,{}]}}}}"#,
+        vocab.len(),
+        data.len()
+    );
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&data);
+    std::fs::write(dir.join("model.safetensors"), file).expect("write");
+}
+
+#[test]
+fn tiny_model_is_reproducible() {
+    let tmp = TempDir::new("tiny");
+    write_tiny_model(tmp.path());
+    for name in ["tokenizer.json", "model.safetensors", "config.json"] {
+        let committed = std::fs::read(compat().join("tiny-model").join(name)).expect("committed tiny model");
+        assert_eq!(std::fs::read(tmp.path().join(name)).expect("written"), committed, "{name} drifted");
+    }
+}
+
+#[test]
+fn golden_v1_is_still_readable() {
+    let golden = compat().join("v1/golden.lore");
+    if !golden.exists() {
+        assert!(std::env::var_os("CI").is_none(), "{} is missing; it must be committed", golden.display());
+        let model = compat().join("tiny-model");
+        write_tiny_model(&model);
+        std::fs::create_dir_all(golden.parent().expect("dir")).expect("mkdir");
+        let r = run(lorec()
+            .arg("build")
+            .arg(compat().join("kb"))
+            .arg("-o")
+            .arg(&golden)
+            .arg("--model")
+            .arg(&model)
+            .arg("--no-cache")
+            .args(["--artifact-version", "golden-v1"])
+            .env("LORE_KEY", TEST_KEY));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let info = run(lorec().arg("inspect").arg(&golden).arg("--json"));
+    assert_eq!(info.code, 0, "{}", info.stderr);
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).expect("json");
+    assert_eq!(info["format_version"], 1);
+    assert_eq!(info["artifact_version"], "golden-v1");
+    assert_eq!(info["counts"]["chunks"], 3);
+    let verified = run(lorec().arg("verify").arg(&golden).env("LORE_KEY", TEST_KEY));
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    let answer = ask_ranked(&golden, "who kept the lighthouse lamp lit?", 3);
+    assert!(answer["on_topic"].is_boolean());
+    let hit = &answer["hits"][0];
+    assert_eq!(hit["id"], "keeper.yaml#/jobs/0", "{answer}");
+    assert_eq!(hit["title"], "Lighthouse keeper at Northern Lights Board");
+    assert!(hit["text"].as_str().is_some_and(|t| t.contains("storm of 1987")), "{hit}");
+}
