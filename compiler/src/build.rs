@@ -156,9 +156,11 @@ const TEXT_BLOCK_BYTES: usize = 16 * 1024;
 /// The generic questions that calibrate topic detection; see EVALUATION.md.
 const BACKGROUND_QUESTIONS: &str = include_str!("background_questions.txt");
 
-/// How far a question's best chunk may trail its best background question and still count
-/// as on topic. Chosen on the persona development sets; see EVALUATION.md.
-pub const TOPIC_MIN_MARGIN: f32 = -0.10;
+/// Topic rule (see `format::Calibration` and EVALUATION.md): how much closer a question must
+/// be to this knowledge base than to the generic background questions, counting lexical
+/// coverage too. Chosen on the persona development sets.
+pub const TOPIC_MIN_MARGIN: f32 = 0.06;
+pub const TOPIC_COVERAGE_WEIGHT: f32 = 0.25;
 
 /// Below this best-chunk similarity nothing in the knowledge base is related at all.
 pub const TOPIC_MIN_SIMILARITY: f32 = 0.15;
@@ -387,5 +389,10 @@ fn calibrate(model: &Model) -> Calibration {
     for q in BACKGROUND_QUESTIONS.lines().filter(|l| !l.trim().is_empty()) {
         background.extend_from_slice(&embed(&model.table, q));
     }
-    Calibration { background, min_similarity: TOPIC_MIN_SIMILARITY, min_margin: TOPIC_MIN_MARGIN }
+    Calibration {
+        background,
+        min_similarity: TOPIC_MIN_SIMILARITY,
+        min_margin: TOPIC_MIN_MARGIN,
+        coverage_weight: TOPIC_COVERAGE_WEIGHT,
+    }
 }

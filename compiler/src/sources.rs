@@ -111,6 +111,7 @@ pub fn compile(source: &SourceFile, map: &mut SourceMap, diags: &mut Vec<Diagnos
                     Pos { line, col },
                     format!("invalid UTF-8 (byte 0x{:02x})", source.bytes[e.valid_up_to()]),
                 )
+                .label("this byte is not UTF-8")
                 .hint("save the file as UTF-8"),
             );
             return Vec::new();

@@ -180,8 +180,11 @@ pub struct Calibration {
     pub background: Vec<f32>,
     /// Minimum best-chunk similarity for a question to be on topic.
     pub min_similarity: f32,
-    /// Minimum lead (may be negative) of the best chunk over the best background question.
+    /// A question is on topic when `mean of its 3 best chunk similarities − mean of its 3 best
+    /// background similarities + coverage_weight × idf-weighted share of its terms found in
+    /// the knowledge base` reaches this.
     pub min_margin: f32,
+    pub coverage_weight: f32,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]

@@ -60,6 +60,14 @@ pub struct ArtifactRef {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TopicSignals {
+    pub top3_similarity: f32,
+    pub top3_background: f32,
+    pub term_coverage: f32,
+    pub bm25_max: f32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Answer {
     pub q: String,
     pub on_topic: bool,
@@ -68,6 +76,8 @@ pub struct Answer {
     pub top_similarity: f32,
     /// The best similarity to the artifact's background of generic, off-topic questions.
     pub background_similarity: f32,
+    /// The signals behind `on_topic`.
+    pub topic: TopicSignals,
     pub artifact: ArtifactRef,
     pub took_us: u64,
 }
@@ -203,6 +213,12 @@ impl Engine {
             hits,
             top_similarity: ranking.top_dense,
             background_similarity: ranking.top_background,
+            topic: TopicSignals {
+                top3_similarity: ranking.top3_dense,
+                top3_background: ranking.top3_background,
+                term_coverage: ranking.term_coverage,
+                bm25_max: ranking.bm25_max,
+            },
             artifact: ArtifactRef {
                 version: self.header.artifact_version.clone(),
                 build_id: self.header.build_id.clone(),

@@ -44,6 +44,28 @@ pub struct Ranking {
     pub top_dense: f32,
     /// Best dense similarity over the artifact's background (off-topic) questions.
     pub top_background: f32,
+    /// Mean of the three best chunk similarities.
+    pub top3_dense: f32,
+    /// Mean of the three best background similarities.
+    pub top3_background: f32,
+    /// Share of the question's analysed terms that occur in the knowledge base, weighted by idf.
+    pub term_coverage: f32,
+    /// Best raw BM25 score.
+    pub bm25_max: f32,
+}
+
+fn mean_top3(values: impl Iterator<Item = f32>) -> f32 {
+    let mut best = [f32::MIN; 3];
+    let mut n = 0;
+    for v in values {
+        n += 1;
+        if v > best[2] {
+            best[2] = v;
+            best.sort_by(|a, b| b.total_cmp(a));
+        }
+    }
+    let k = n.min(3);
+    if k == 0 { 0.0 } else { best[..k].iter().sum::<f32>() / k as f32 }
 }
 
 /// Score every chunk and keep the best `k`.
@@ -94,12 +116,38 @@ pub fn rank(
     scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.chunk.cmp(&b.chunk)));
     scored.truncate(k);
     let background = native_f32(&index.calibration.background);
-    let top_background = if dims == qvec.len() && dims > 0 {
-        background.chunks_exact(dims).map(|row| dot(row, qvec)).fold(0.0f32, f32::max)
+    let bg: Vec<f32> = if dims == qvec.len() && dims > 0 {
+        background.chunks_exact(dims).map(|row| dot(row, qvec)).collect()
     } else {
-        0.0
+        Vec::new()
     };
-    Ranking { hits: scored, top_dense, top_background }
+    let top_background = bg.iter().copied().fold(0.0f32, f32::max);
+    let top3_dense = mean_top3(dense.iter().copied());
+    let top3_background = mean_top3(bg.iter().copied());
+    let term_coverage = coverage(index, analyzer, question);
+    Ranking { hits: scored, top_dense, top_background, top3_dense, top3_background, term_coverage, bm25_max }
+}
+
+fn coverage(index: &ArchivedIndex, analyzer: &Analyzer, question: &str) -> f32 {
+    let n = index.chunks.len() as f32;
+    let (mut found, mut total) = (0.0f32, 0.0f32);
+    analyzer.for_each_term(question, |term| {
+        let df = index
+            .terms
+            .get(term)
+            .and_then(|id| {
+                let id = id.to_native() as usize;
+                Some(index.term_starts.get(id + 1)?.to_native() - index.term_starts.get(id)?.to_native())
+            })
+            .unwrap_or(0) as f32;
+        // An unseen term weighs as much as the rarest possible one.
+        let idf = (1.0 + (n - df.max(1.0) + 0.5) / (df.max(1.0) + 0.5)).ln();
+        total += idf;
+        if df > 0.0 {
+            found += idf;
+        }
+    });
+    if total > 0.0 { found / total } else { 0.0 }
 }
 
 fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, params: &Params) -> HashMap<u32, f32> {
@@ -131,11 +179,11 @@ fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, param
     scores
 }
 
-/// A question is on topic when something in the knowledge base is related at all and its
-/// best chunk is about as close as (or closer than) the best of the artifact's generic
-/// background questions. Thresholds come from the artifact; EVALUATION.md has the method.
+/// A question is on topic when something in the knowledge base is related at all, and it is
+/// closer to this knowledge base than to the artifact's generic background questions, with
+/// lexical coverage counted in. Thresholds come from the artifact; EVALUATION.md has the method.
 pub fn on_topic(index: &ArchivedIndex, ranking: &Ranking) -> bool {
     let c = &index.calibration;
-    ranking.top_dense >= c.min_similarity.to_native()
-        && ranking.top_dense - ranking.top_background >= c.min_margin.to_native()
+    let margin = ranking.top3_dense - ranking.top3_background + c.coverage_weight.to_native() * ranking.term_coverage;
+    ranking.top_dense >= c.min_similarity.to_native() && margin >= c.min_margin.to_native()
 }

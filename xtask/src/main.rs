@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod eval;
 mod model;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ tasks:
   test          fetch the model, build the binaries, run every test (what CI runs)
   demo          compile data/, answer one question, then serve it over HTTP [ADDR]
   bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run
+  eval persona  retrieval and topic-detection quality (see EVALUATION.md)
 ";
 
 fn main() {
@@ -35,6 +37,7 @@ fn run() -> Result<()> {
         Some("test") => test(&root),
         Some("demo") => demo(&root, args.get(1).map(String::as_str).unwrap_or("127.0.0.1:8080")),
         Some("bench") => bench::run(&root, args.iter().any(|a| a == "--quick")),
+        Some("eval") => eval::run(&root, args.get(1).map(String::as_str).unwrap_or("persona")),
         _ => {
             eprint!("{USAGE}");
             bail!("unknown or missing task")

@@ -1,0 +1,156 @@
+//! `cargo xtask eval persona`: retrieval and topic-detection quality on the persona question
+//! sets in `eval/persona/`, measured through the real runtime over stdin JSON lines.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+
+const EVAL_KEY: &str = "ZXZhbC1rZXktbm90LWZvci1yZWFsLXVzZS0wMDAwMDA=";
+
+struct Question {
+    q: String,
+    expect: Vec<String>,
+    kind: String,
+}
+
+/// Scores for one knowledge base.
+#[derive(Default)]
+pub struct Scores {
+    pub on_topic: usize,
+    pub paraphrases: usize,
+    pub off_topic: usize,
+    pub recall1: usize,
+    pub recall5: usize,
+    pub paraphrase_recall5: usize,
+    pub refused_off_topic: usize,
+    pub refused_on_topic: usize,
+    pub median_took_us: f64,
+}
+
+pub fn run(root: &Path, what: &str) -> Result<()> {
+    match what {
+        "persona" => persona(root),
+        other => bail!("unknown eval `{other}`; try `cargo xtask eval persona`"),
+    }
+}
+
+fn persona(root: &Path) -> Result<()> {
+    let model = crate::model::fetch(root)?;
+    crate::run_checked(crate::cargo().args(["build", "--release", "--bins", "--quiet"]))?;
+    let bin = root.join("target/release");
+    let work = root.join("target/eval");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let seed = crate::bench::fixed_seed_kb(root, &work)?;
+    let sets: [(&str, PathBuf, &str); 2] = [
+        ("seed-kb (fixed)", seed, "eval/persona/seed-kb.jsonl"),
+        ("data/", root.join("data"), "eval/persona/data.jsonl"),
+    ];
+    println!(
+        "| knowledge base | recall@1 | recall@5 | recall@5 paraphrases | off-topic refused | on-topic refused (false refusals) | median query |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, dir, questions) in sets {
+        let artifact =
+            work.join(format!("{}.lore", name.split_whitespace().next().unwrap_or("kb").trim_end_matches('/')));
+        let status = Command::new(bin.join("lorec"))
+            .arg("build")
+            .arg(&dir)
+            .arg("-o")
+            .arg(&artifact)
+            .arg("--model")
+            .arg(&model)
+            .arg("--no-cache")
+            .env("LORE_KEY", EVAL_KEY)
+            .env("LORE_LOG", "warn")
+            .status()?;
+        if !status.success() {
+            bail!("lorec build {} failed", dir.display());
+        }
+        let s = score(&bin.join("lore"), &artifact, &root.join(questions))?;
+        let pct = |n: usize, d: usize| format!("{:.1}% ({n}/{d})", 100.0 * n as f64 / d.max(1) as f64);
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {:.0} µs |",
+            pct(s.recall1, s.on_topic),
+            pct(s.recall5, s.on_topic),
+            pct(s.paraphrase_recall5, s.paraphrases),
+            pct(s.refused_off_topic, s.off_topic),
+            pct(s.refused_on_topic, s.on_topic),
+            s.median_took_us
+        );
+    }
+    Ok(())
+}
+
+fn load(path: &Path) -> Result<Vec<Question>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            Ok(Question {
+                q: v["q"].as_str().context("q")?.to_string(),
+                expect: v["expect"]
+                    .as_array()
+                    .context("expect")?
+                    .iter()
+                    .filter_map(|e| e.as_str().map(String::from))
+                    .collect(),
+                kind: v["kind"].as_str().context("kind")?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Ask every question through `lore serve` on stdin. Rankings are scored with
+/// `include_off_topic`, so retrieval and topic detection are measured separately.
+pub fn score(lore: &Path, artifact: &Path, questions: &Path) -> Result<Scores> {
+    let qs = load(questions)?;
+    let mut child = Command::new(lore)
+        .arg("serve")
+        .arg(artifact)
+        .env("LORE_KEY", EVAL_KEY)
+        .env("LORE_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    {
+        let mut stdin = child.stdin.take().context("stdin")?;
+        for q in &qs {
+            writeln!(stdin, "{}", serde_json::json!({"q": q.q, "k": 5, "include_off_topic": true}))?;
+        }
+    }
+    let out = child.wait_with_output()?;
+    let answers: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    if answers.len() != qs.len() {
+        bail!("{} answers for {} questions", answers.len(), qs.len());
+    }
+    let mut s = Scores::default();
+    let mut took = Vec::new();
+    for (q, a) in qs.iter().zip(&answers) {
+        took.push(a["took_us"].as_f64().unwrap_or(0.0));
+        let on = a["on_topic"].as_bool().context("on_topic")?;
+        if q.kind == "off_topic" {
+            s.off_topic += 1;
+            s.refused_off_topic += usize::from(!on);
+            continue;
+        }
+        s.on_topic += 1;
+        s.refused_on_topic += usize::from(!on);
+        let ids: Vec<&str> =
+            a["hits"].as_array().map(|h| h.iter().filter_map(|x| x["id"].as_str()).collect()).unwrap_or_default();
+        let hit = |n: usize| ids.iter().take(n).any(|id| q.expect.iter().any(|e| e == id));
+        s.recall1 += usize::from(hit(1));
+        s.recall5 += usize::from(hit(5));
+        if q.kind == "paraphrase" {
+            s.paraphrases += 1;
+            s.paraphrase_recall5 += usize::from(hit(5));
+        }
+    }
+    took.sort_by(f64::total_cmp);
+    s.median_took_us = took.get(took.len() / 2).copied().unwrap_or(0.0);
+    Ok(s)
+}
