@@ -83,7 +83,7 @@ pub fn check(root: &Path, cache: Option<(&Cache, &[u8; 32])>) -> Checked {
                 "empty",
                 &root.display().to_string(),
                 Default::default(),
-                "no .yaml, .yml or .resume.json files here",
+                "no knowledge-base files here (.yaml, .yml, .resume.json, .jsonl, .md)",
             )
             .hint("point lorec at the folder that holds the knowledge base"),
         );
@@ -122,6 +122,8 @@ pub fn check(root: &Path, cache: Option<(&Cache, &[u8; 32])>) -> Checked {
 
 pub struct BuildOptions<'a> {
     pub audience: Audience,
+    /// Fusion profile; `None` picks one from the sources (see [`auto_profile`]).
+    pub fusion: Option<format::FusionParams>,
     pub artifact_version: String,
     pub key: Option<&'a Key>,
     pub model: &'a Model,
@@ -210,6 +212,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Built {
         let block = blocks.last_mut().expect("at least one block");
         metas.push(ChunkMeta {
             id: chunk.id.clone(),
+            doc: chunk.doc.clone(),
             source: *source,
             path: chunk.path.clone(),
             title: chunk.title.clone(),
@@ -291,6 +294,9 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Built {
     }
     let calibration = calibrate(opts.model);
 
+    let fusion = opts
+        .fusion
+        .unwrap_or_else(|| auto_profile(chunks.iter().map(|(s, _, _)| checked.sources[*s as usize].rel.as_str())));
     let index = Index {
         chunks: metas,
         blocks: block_refs,
@@ -302,6 +308,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Built {
         dims: dims as u32,
         vectors,
         calibration,
+        fusion,
     };
     let counts = Counts {
         chunks: index.chunks.len() as u32,
@@ -374,6 +381,19 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Built {
     let bytes = format::write_container(header, &plans, opts.key);
     let header = format::OpenedContainer::open(&bytes).expect("a freshly written artifact opens").header;
     Built { bytes, header, chunks: chunks.len(), embedded_files, cached_files: checked.cached_files }
+}
+
+/// Document collections (JSON Lines, Markdown) get the documents profile when they hold most
+/// of the chunks; persona knowledge bases get the persona profile.
+pub fn auto_profile<'a>(chunk_sources: impl Iterator<Item = &'a str>) -> format::FusionParams {
+    let (mut documents, mut total) = (0usize, 0usize);
+    for source in chunk_sources {
+        total += 1;
+        if source.ends_with(".jsonl") || source.ends_with(".md") || source.ends_with(".markdown") {
+            documents += 1;
+        }
+    }
+    if total > 0 && documents * 2 >= total { format::profiles::DOCUMENTS } else { format::profiles::PERSONA }
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {

@@ -15,6 +15,7 @@ use format::Visibility;
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct CachedChunk {
     pub id: String,
+    pub doc: String,
     pub path: String,
     pub title: String,
     pub section: String,
@@ -35,6 +36,7 @@ impl CachedChunk {
     pub fn new(chunk: &Chunk, vector: Vec<f32>) -> Self {
         CachedChunk {
             id: chunk.id.clone(),
+            doc: chunk.doc.clone(),
             path: chunk.path.clone(),
             title: chunk.title.clone(),
             section: chunk.section.clone(),
@@ -50,6 +52,7 @@ impl CachedChunk {
     pub fn chunk(&self) -> Chunk {
         Chunk {
             id: self.id.clone(),
+            doc: self.doc.clone(),
             path: self.path.clone(),
             title: self.title.clone(),
             section: self.section.clone(),

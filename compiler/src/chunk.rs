@@ -43,6 +43,9 @@ const TITLE_FIELDS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
     pub id: String,
+    /// The document this chunk belongs to: the entity's own id for YAML, the line's `_id`
+    /// for JSON Lines; passages of one document share it.
+    pub doc: String,
     pub path: String,
     pub title: String,
     pub section: String,
@@ -191,8 +194,10 @@ fn emit(ctx: &mut Ctx<'_>, node: &Node, path: &[String], visibility: Visibility)
             text.push_str(&format!("Tags: {}\n", tags.join(", ")));
         }
     }
+    let id = format!("{}#{}", ctx.file, pointer);
     ctx.chunks.push(Chunk {
-        id: format!("{}#{}", ctx.file, pointer),
+        doc: id.clone(),
+        id,
         path: if pointer.is_empty() { "/".into() } else { pointer },
         title,
         section,

@@ -8,7 +8,10 @@ pub mod build;
 pub mod cache;
 pub mod chunk;
 pub mod diag;
+pub mod jsonl;
+pub mod markdown;
 pub mod model;
+pub mod passages;
 pub mod sources;
 pub mod yaml;
 

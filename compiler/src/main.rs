@@ -90,6 +90,10 @@ enum Command {
         /// `public` leaves internal and private entities out entirely.
         #[arg(long, env = "LORE_AUDIENCE", default_value = "public")]
         audience: AudienceArg,
+        /// Fusion profile: auto (documents for JSON Lines / Markdown collections, else persona),
+        /// persona or documents.
+        #[arg(long, env = "LORE_RETRIEVAL", default_value = "auto")]
+        retrieval: String,
         /// Your version label for this artifact (semver, build number, ...).
         #[arg(long, env = "LORE_ARTIFACT_VERSION", default_value = "0.0.0")]
         artifact_version: String,
@@ -180,6 +184,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
             deny,
             audience,
+            retrieval,
             artifact_version,
             model,
             no_encrypt,
@@ -188,6 +193,12 @@ fn run(cli: Cli) -> Result<()> {
             key,
         } => {
             let key = key.load()?;
+            let fusion = match retrieval.as_str() {
+                "auto" => None,
+                name => Some(format::profiles::by_name(name).with_context(|| {
+                    format!("unknown --retrieval profile `{name}`; use auto, persona or documents")
+                })?),
+            };
             if key.is_none() && !no_encrypt {
                 bail!(
                     "no key: set LORE_KEY or LORE_KEY_FILE (make one with `lorec keygen`), or pass --no-encrypt for a plaintext artifact"
@@ -220,6 +231,7 @@ fn run(cli: Cli) -> Result<()> {
                         AudienceArg::Public => Audience::Public,
                         AudienceArg::Internal => Audience::Internal,
                     },
+                    fusion,
                     artifact_version,
                     key: key.as_ref(),
                     model: &model,

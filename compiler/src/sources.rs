@@ -36,7 +36,7 @@ impl SourceLookup for SourceMap {
 
 /// Whether lore compiles this file name.
 pub fn is_source(name: &str) -> bool {
-    name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".resume.json")
+    [".yaml", ".yml", ".resume.json", ".jsonl", ".md", ".markdown"].iter().any(|ext| name.ends_with(ext))
 }
 
 /// Every source below `root`, sorted, skipping hidden files and folders. Unreadable folders
@@ -119,8 +119,15 @@ pub fn compile(source: &SourceFile, map: &mut SourceMap, diags: &mut Vec<Diagnos
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     map.insert(&source.rel, text);
-    match yaml::parse(&source.rel, text, diags) {
-        Some(root) => chunk_file(&source.rel, &root, diags),
-        None => Vec::new(),
-    }
+    let chunks = if source.rel.ends_with(".jsonl") {
+        crate::jsonl::compile(&source.rel, text, diags)
+    } else if source.rel.ends_with(".md") || source.rel.ends_with(".markdown") {
+        crate::markdown::compile(&source.rel, text, diags)
+    } else {
+        match yaml::parse(&source.rel, text, diags) {
+            Some(root) => chunk_file(&source.rel, &root, diags),
+            None => Vec::new(),
+        }
+    };
+    crate::passages::split_long(chunks)
 }

@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod compress;
 pub mod container;
 pub mod embed;
+pub mod profiles;
 pub mod schema;
 pub mod seal;
 pub mod verify;

@@ -149,6 +149,8 @@ impl Visibility {
 pub struct ChunkMeta {
     /// Stable id: `source#/yaml/path`.
     pub id: String,
+    /// The document the chunk came from (passages of one document share it).
+    pub doc: String,
     /// Index into [`Header::sources`].
     pub source: u32,
     /// JSON-pointer-style path of the entity inside its source.
@@ -187,6 +189,23 @@ pub struct Calibration {
     pub coverage_weight: f32,
 }
 
+/// How the runtime fuses BM25 and dense scores for this artifact; see `crate::profiles`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct FusionParams {
+    /// BM25 term-frequency saturation.
+    pub k1: f32,
+    /// BM25 length normalisation.
+    pub b: f32,
+    /// Weight of the dense cosine similarity.
+    pub dense_weight: f32,
+    /// Weight of the BM25 score (divided by the question's best BM25 score) when the best
+    /// lexical match holds none of the question's idf mass...
+    pub bm25_weight: f32,
+    /// ...and when it holds all of it; interpolated in between. Questions whose words all
+    /// appear in one chunk lean on BM25; paraphrases lean on dense similarity.
+    pub bm25_weight_full: f32,
+}
+
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Index {
     pub chunks: Vec<ChunkMeta>,
@@ -203,6 +222,7 @@ pub struct Index {
     /// `chunks × dims` row-major, L2-normalised.
     pub vectors: Vec<f32>,
     pub calibration: Calibration,
+    pub fusion: FusionParams,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

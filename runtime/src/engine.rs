@@ -14,7 +14,7 @@ use format::{
 use serde::Serialize;
 
 use crate::mapped::{IndexView, MappedFile, ModelView};
-use crate::retrieval::{self, PARAMS};
+use crate::retrieval::{self, Mode, Params};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -39,11 +39,24 @@ pub struct Engine {
     texts_encrypted: bool,
     texts: Vec<OnceLock<Box<[u8]>>>,
     analyzer: Analyzer,
+    /// Overrides the artifact's fusion parameters (tuning runs only).
+    params: Option<Params>,
+}
+
+/// How to answer one question.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryOptions {
+    pub k: usize,
+    /// Return hits even when the question is off topic.
+    pub include_off_topic: bool,
+    pub mode: Mode,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Hit {
     pub id: String,
+    /// The document the hit came from; passages of one document share it.
+    pub doc: String,
     pub source: String,
     pub path: String,
     pub title: String,
@@ -80,6 +93,16 @@ pub struct Answer {
     pub topic: TopicSignals,
     pub artifact: ArtifactRef,
     pub took_us: u64,
+}
+
+fn read_fusion(f: &format::ArchivedFusionParams) -> Params {
+    Params {
+        k1: f.k1.to_native(),
+        b: f.b.to_native(),
+        dense_weight: f.dense_weight.to_native(),
+        bm25_weight: f.bm25_weight.to_native(),
+        bm25_weight_full: f.bm25_weight_full.to_native(),
+    }
 }
 
 impl Engine {
@@ -127,6 +150,7 @@ impl Engine {
             texts_encrypted,
             texts: (0..n_blocks).map(|_| OnceLock::new()).collect(),
             analyzer: Analyzer::default(),
+            params: None,
         };
         engine.check_consistency()?;
         Ok(engine)
@@ -163,6 +187,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Use other fusion parameters than the artifact's (tuning runs; see
+    /// `retrieval::params_from_env`).
+    pub fn with_params(mut self, params: Option<Params>) -> Engine {
+        self.params = params;
+        self
+    }
+
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -181,15 +212,23 @@ impl Engine {
 
     /// Answer one question with up to `k` hits.
     pub fn query(&self, question: &str, k: usize) -> Result<Answer, EngineError> {
-        self.query_with(question, k, false)
+        self.query_with(question, QueryOptions { k, include_off_topic: false, mode: Mode::Hybrid })
     }
 
-    /// Like [`Engine::query`]; `include_off_topic` returns hits even for off-topic questions.
-    pub fn query_with(&self, question: &str, k: usize, include_off_topic: bool) -> Result<Answer, EngineError> {
+    /// Answer with explicit options.
+    pub fn query_with(&self, question: &str, opts: QueryOptions) -> Result<Answer, EngineError> {
+        let QueryOptions { k, include_off_topic, mode } = opts;
         let started = Instant::now();
         let qvec = format::embed::embed(self.model(), question);
         let index = self.index();
-        let ranking = retrieval::rank(index, &self.analyzer, question, &qvec, k, &PARAMS);
+        let ranking = retrieval::rank(
+            index,
+            &self.analyzer,
+            question,
+            &qvec,
+            k,
+            &retrieval::for_mode(self.params.unwrap_or_else(|| read_fusion(&index.fusion)), mode),
+        );
         let on_topic = retrieval::on_topic(index, &ranking);
         let mut hits = Vec::new();
         if on_topic || include_off_topic {
@@ -197,6 +236,7 @@ impl Engine {
                 let c = &index.chunks[s.chunk as usize];
                 hits.push(Hit {
                     id: c.id.to_string(),
+                    doc: c.doc.to_string(),
                     source: self.header.sources[c.source.to_native() as usize].path.clone(),
                     path: c.path.to_string(),
                     title: c.title.to_string(),

@@ -27,14 +27,14 @@ fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Res
 }
 
 fn answer(state: &AppState, req: QueryRequest) -> Response {
-    let k = match req.validate() {
-        Ok(k) => k,
+    let opts = match req.options() {
+        Ok(o) => o,
         Err(e @ crate::RequestError::QuestionTooLong(_)) => {
             return error(StatusCode::PAYLOAD_TOO_LARGE, "question_too_long", e);
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
     };
-    match state.engine.query_with(&req.q, k, req.include_off_topic) {
+    match state.engine.query_with(&req.q, opts) {
         Ok(a) => Json(a).into_response(),
         Err(e) => {
             tracing::error!("query failed: {e}");

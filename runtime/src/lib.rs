@@ -10,12 +10,12 @@ pub mod mapped;
 pub mod retrieval;
 pub mod stdin;
 
-pub use engine::{Answer, Engine, EngineError, Hit};
+pub use engine::{Answer, Engine, EngineError, Hit, QueryOptions};
 
 /// Largest accepted question, in bytes.
 pub const MAX_QUESTION_BYTES: usize = 2048;
 /// Largest accepted `k`.
-pub const MAX_K: usize = 50;
+pub const MAX_K: usize = 1000;
 /// `k` when a request gives none.
 pub const DEFAULT_K: usize = 5;
 
@@ -29,6 +29,9 @@ pub struct QueryRequest {
     /// Return the best hits even when the question is off topic (for evaluation and debugging).
     #[serde(default)]
     pub include_off_topic: bool,
+    /// Which retrievers to use: `hybrid` (default), `bm25` or `dense`.
+    #[serde(default)]
+    pub mode: retrieval::Mode,
 }
 
 /// Why a request was refused before it reached the engine.
@@ -43,6 +46,11 @@ pub enum RequestError {
 }
 
 impl QueryRequest {
+    /// Check limits; returns the options to query with.
+    pub fn options(&self) -> Result<QueryOptions, RequestError> {
+        Ok(QueryOptions { k: self.validate()?, include_off_topic: self.include_off_topic, mode: self.mode })
+    }
+
     /// Check limits; returns the `k` to use.
     pub fn validate(&self) -> Result<usize, RequestError> {
         if self.q.trim().is_empty() {

@@ -98,14 +98,16 @@ fn init_logging(format: LogFormat) {
 
 fn open(artifact: &PathBuf, key: Option<&str>, key_file: Option<&std::path::Path>) -> Result<Engine> {
     let key = load_key(key, key_file).map_err(anyhow::Error::msg)?;
-    Ok(Engine::open(artifact, key.as_ref())?)
+    let params = runtime::retrieval::params_from_env().map_err(anyhow::Error::msg)?;
+    Ok(Engine::open(artifact, key.as_ref())?.with_params(params))
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Query { artifact, question, json, k } => {
             let engine = open(&artifact, cli.key.as_deref(), cli.key_file.as_deref())?;
-            let req = runtime::QueryRequest { q: question, k: Some(k), include_off_topic: false };
+            let req =
+                runtime::QueryRequest { q: question, k: Some(k), include_off_topic: false, mode: Default::default() };
             let k = req.validate()?;
             let answer = engine.query(&req.q, k)?;
             let mut out = std::io::stdout().lock();

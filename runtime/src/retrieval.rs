@@ -1,6 +1,7 @@
 //! Hybrid retrieval: BM25 over chunk text plus dense cosine, fused by weighted sum.
 //!
-//! Every tunable lives in [`PARAMS`]; EVALUATION.md records how each value was chosen.
+//! The fusion weights come from the artifact (`format::profiles` sets them at build time);
+//! EVALUATION.md records how each value was chosen.
 
 use std::collections::HashMap;
 
@@ -10,22 +11,49 @@ use format::embed::dot;
 
 use crate::mapped::native_f32;
 
-#[derive(Debug, Clone, Copy)]
-pub struct Params {
-    /// BM25 term-frequency saturation.
-    pub k1: f32,
-    /// BM25 length normalisation.
-    pub b: f32,
-    /// Weight of the dense cosine similarity in the fused score.
-    pub dense_weight: f32,
-    /// Weight of the BM25 score, after dividing by the question's best BM25 score.
-    pub bm25_weight: f32,
+/// The fusion parameters of one query: the artifact's, or an override for tuning runs.
+pub type Params = format::FusionParams;
+
+/// Which retrievers a query uses; `Hybrid` unless a client asks otherwise (evaluation
+/// compares all three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Hybrid,
+    Bm25,
+    Dense,
 }
 
-/// Plain reciprocal-rank fusion lost to dense retrieval alone on paraphrased persona
-/// questions, so fusion is a weighted sum that lets dense similarity lead and BM25 break ties
-/// between close candidates and rescue exact names.
-pub const PARAMS: Params = Params { k1: 1.2, b: 0.75, dense_weight: 1.0, bm25_weight: 0.3 };
+/// `params` with one retriever switched off, as `mode` asks.
+pub fn for_mode(params: Params, mode: Mode) -> Params {
+    match mode {
+        Mode::Hybrid => params,
+        Mode::Bm25 => Params { dense_weight: 0.0, bm25_weight: 1.0, bm25_weight_full: 1.0, ..params },
+        Mode::Dense => Params { dense_weight: 1.0, bm25_weight: 0.0, bm25_weight_full: 0.0, ..params },
+    }
+}
+
+/// The override in `LORE_RETRIEVAL_PARAMS` (`k1,b,dense_weight,bm25_weight,bm25_weight_full`),
+/// which exists for tuning runs on training data.
+pub fn params_from_env() -> Result<Option<Params>, String> {
+    let Ok(text) = std::env::var("LORE_RETRIEVAL_PARAMS") else { return Ok(None) };
+    let v: Vec<f32> = text
+        .split(',')
+        .map(|x| x.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("LORE_RETRIEVAL_PARAMS: {e}"))?;
+    match v.as_slice() {
+        [k1, b, dense_weight, bm25_weight, bm25_weight_full] => Ok(Some(Params {
+            k1: *k1,
+            b: *b,
+            dense_weight: *dense_weight,
+            bm25_weight: *bm25_weight,
+            bm25_weight_full: *bm25_weight_full,
+        })),
+        _ => Err("LORE_RETRIEVAL_PARAMS takes five numbers: k1,b,dense_weight,bm25_weight,bm25_weight_full".into()),
+    }
+}
 
 /// One scored chunk.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,15 +122,16 @@ pub fn rank(
         top_dense = 0.0;
     }
 
-    let bm25 = bm25_scores(index, analyzer, question, params);
+    let Bm25 { scores: bm25, coverage: lexical } = bm25_scores(index, analyzer, question, params);
     let bm25_max = bm25.values().copied().fold(0.0f32, f32::max);
+    let bm25_weight = params.bm25_weight + (params.bm25_weight_full - params.bm25_weight) * lexical;
     let mut scored: Vec<Scored> = (0..n)
         .map(|i| {
             let raw = bm25.get(&(i as u32)).copied().unwrap_or(0.0);
             let norm = if bm25_max > 0.0 { raw / bm25_max } else { 0.0 };
             Scored {
                 chunk: i as u32,
-                score: params.dense_weight * dense[i] + params.bm25_weight * norm,
+                score: params.dense_weight * dense[i] + bm25_weight * norm,
                 dense: dense[i],
                 bm25: raw,
             }
@@ -150,13 +179,25 @@ fn coverage(index: &ArchivedIndex, analyzer: &Analyzer, question: &str) -> f32 {
     if total > 0.0 { found / total } else { 0.0 }
 }
 
-fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, params: &Params) -> HashMap<u32, f32> {
+struct Bm25 {
+    scores: HashMap<u32, f32>,
+    /// The largest share of the question's idf mass that one chunk contains.
+    coverage: f32,
+}
+
+fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, params: &Params) -> Bm25 {
     let mut scores = HashMap::new();
+    let mut matched: HashMap<u32, f32> = HashMap::new();
+    let mut total_idf = 0.0f32;
     let n = index.chunks.len() as f32;
     let avg = index.avg_chunk_len.to_native().max(1.0);
     let mut seen: Vec<u32> = Vec::new();
     analyzer.for_each_term(question, |term| {
-        let Some(id) = index.terms.get(term).map(|t| t.to_native()) else { return };
+        let Some(id) = index.terms.get(term).map(|t| t.to_native()) else {
+            // A word the knowledge base never uses weighs like the rarest one.
+            total_idf += (1.0 + (n - 1.0 + 0.5) / 1.5).ln();
+            return;
+        };
         if seen.contains(&id) {
             return;
         }
@@ -168,15 +209,18 @@ fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, param
         let Some(postings) = index.postings.get(start.to_native() as usize..end.to_native() as usize) else { return };
         let df = postings.len() as f32;
         let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+        total_idf += idf;
         for p in postings {
             let chunk = p.chunk.to_native();
             let tf = p.tf.to_native() as f32;
             let len = index.chunk_lens.get(chunk as usize).map_or(avg, |l| l.to_native() as f32);
             let s = idf * tf * (params.k1 + 1.0) / (tf + params.k1 * (1.0 - params.b + params.b * len / avg));
             *scores.entry(chunk).or_insert(0.0) += s;
+            *matched.entry(chunk).or_insert(0.0) += idf;
         }
     });
-    scores
+    let best = matched.values().copied().fold(0.0f32, f32::max);
+    Bm25 { scores, coverage: if total_idf > 0.0 { best / total_idf } else { 0.0 } }
 }
 
 /// A question is on topic when something in the knowledge base is related at all, and it is

@@ -18,9 +18,9 @@ pub fn serve_lines(engine: &Engine, input: impl BufRead, mut output: impl Write)
             Err(e) => {
                 json!({"error": {"code": "bad_request", "message": format!("line {}: not a query object: {e}", n + 1)}})
             }
-            Ok(req) => match req.validate() {
+            Ok(req) => match req.options() {
                 Err(e) => json!({"error": {"code": "bad_request", "message": format!("line {}: {e}", n + 1)}}),
-                Ok(k) => match engine.query_with(&req.q, k, req.include_off_topic) {
+                Ok(opts) => match engine.query_with(&req.q, opts) {
                     Ok(answer) => serde_json::to_value(answer)
                         .unwrap_or_else(|e| json!({"error": {"code": "internal", "message": e.to_string()}})),
                     Err(e) => json!({"error": {"code": "internal", "message": e.to_string()}}),

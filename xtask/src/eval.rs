@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
-const EVAL_KEY: &str = "ZXZhbC1rZXktbm90LWZvci1yZWFsLXVzZS0wMDAwMDA=";
+pub const EVAL_KEY: &str = "ZXZhbC1rZXktbm90LWZvci1yZWFsLXVzZS0wMDAwMDA=";
 
 struct Question {
     q: String,
@@ -29,10 +29,11 @@ pub struct Scores {
     pub median_took_us: f64,
 }
 
-pub fn run(root: &Path, what: &str) -> Result<()> {
+pub fn run(root: &Path, what: &str, tune: bool) -> Result<()> {
     match what {
         "persona" => persona(root),
-        other => bail!("unknown eval `{other}`; try `cargo xtask eval persona`"),
+        "scifact" => crate::scifact::run(root, tune),
+        other => bail!("unknown eval `{other}`; try `cargo xtask eval persona` or `cargo xtask eval scifact`"),
     }
 }
 

@@ -5,6 +5,7 @@
 mod bench;
 mod eval;
 mod model;
+mod scifact;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +19,8 @@ tasks:
   test          fetch the model, build the binaries, run every test (what CI runs)
   demo          compile data/, answer one question, then serve it over HTTP [ADDR]
   bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run
-  eval persona  retrieval and topic-detection quality (see EVALUATION.md)
+  eval persona  retrieval and topic-detection quality on the persona sets (see EVALUATION.md)
+  eval scifact  BEIR SciFact nDCG@10 / Recall@100, train and test; --tune grid-searches on train
 ";
 
 fn main() {
@@ -37,7 +39,9 @@ fn run() -> Result<()> {
         Some("test") => test(&root),
         Some("demo") => demo(&root, args.get(1).map(String::as_str).unwrap_or("127.0.0.1:8080")),
         Some("bench") => bench::run(&root, args.iter().any(|a| a == "--quick")),
-        Some("eval") => eval::run(&root, args.get(1).map(String::as_str).unwrap_or("persona")),
+        Some("eval") => {
+            eval::run(&root, args.get(1).map(String::as_str).unwrap_or("persona"), args.iter().any(|a| a == "--tune"))
+        }
         _ => {
             eprint!("{USAGE}");
             bail!("unknown or missing task")
