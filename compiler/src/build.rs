@@ -6,11 +6,9 @@ use std::path::Path;
 
 use format::analyze::Analyzer;
 use format::container::{SectionPlan, stored_len};
-use format::embed::embed;
 use format::seal::Key;
 use format::{
-    BlockRef, Calibration, ChunkMeta, Cipher, Compression, Counts, EmbedderInfo, Header, Index, Posting, SectionKind,
-    Visibility,
+    BlockRef, Calibration, ChunkMeta, Cipher, Compression, Counts, Header, Index, Posting, SectionKind, Visibility,
 };
 use rkyv::rancor;
 use sha2::{Digest, Sha256};
@@ -18,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::{Cache, CacheEntry, CachedChunk};
 use crate::chunk::Chunk;
 use crate::diag::{Diagnostic, Severity};
-use crate::model::Model;
+use crate::embedder::{Embedder, EmbedderError, EmbeddingCache};
 use crate::sources::{self, SourceFile, SourceMap};
 
 /// Who the artifact is for.
@@ -126,8 +124,10 @@ pub struct BuildOptions<'a> {
     pub fusion: Option<format::FusionParams>,
     pub artifact_version: String,
     pub key: Option<&'a Key>,
-    pub model: &'a Model,
+    pub embedder: &'a Embedder,
     pub cache: Option<&'a Cache>,
+    /// Folder of the text-level embedding cache; `None` disables it.
+    pub embedding_cache: Option<&'a Path>,
     /// Called after each embedded file with (done, total).
     pub progress: Option<&'a dyn Fn(usize, usize)>,
 }
@@ -149,6 +149,8 @@ pub struct Built {
     pub chunks: usize,
     pub embedded_files: usize,
     pub cached_files: usize,
+    /// Texts whose vectors came from the embedding cache.
+    pub embedding_cache_hits: usize,
 }
 
 /// Target plaintext size of one text block: small enough that opening a hit costs
@@ -168,15 +170,21 @@ pub const TOPIC_COVERAGE_WEIGHT: f32 = 0.25;
 pub const TOPIC_MIN_SIMILARITY: f32 = 0.15;
 
 /// Turn a clean check into artifact bytes. The caller has already refused checks with errors.
-pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Built {
-    let table = &opts.model.table;
+pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, EmbedderError> {
+    let embedder = opts.embedder;
+    let fingerprint = embedder.fingerprint();
+    let mut vectors_cache = EmbeddingCache::open(opts.embedding_cache, &fingerprint);
     let total = checked.sources.len();
     let mut embedded_files = 0;
     let mut chunks: Vec<(u32, &Chunk, Vec<f32>)> = Vec::new();
     for (i, (source, file_chunks)) in checked.sources.iter().zip(&checked.chunks).enumerate() {
         let from_cache = !file_chunks.is_empty() && file_chunks.iter().all(|(_, v)| v.is_some());
-        let vectors: Vec<Vec<f32>> =
-            file_chunks.iter().map(|(c, cached)| cached.clone().unwrap_or_else(|| embed(table, &c.text))).collect();
+        let vectors: Vec<Vec<f32>> = if from_cache {
+            file_chunks.iter().filter_map(|(_, v)| v.clone()).collect()
+        } else {
+            let texts: Vec<&str> = file_chunks.iter().map(|(c, _)| c.text.as_str()).collect();
+            vectors_cache.embed(embedder, &texts)?
+        };
         if !from_cache {
             embedded_files += 1;
             let clean = !checked.diagnostics.iter().any(|d| d.primary.file == source.rel);
@@ -188,7 +196,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Built {
                         .map(|((c, _), v)| CachedChunk::new(c, v.clone()))
                         .collect(),
                 };
-                cache.put(&source.rel, &source.sha256, &opts.model.weights_sha256, &entry);
+                cache.put(&source.rel, &source.sha256, &fingerprint, &entry);
             }
         }
         for ((chunk, _), vector) in file_chunks.iter().zip(vectors) {
@@ -287,12 +295,13 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Built {
         chunk_lens.iter().map(|&l| l as f32).sum::<f32>() / chunk_lens.len() as f32
     };
 
-    let dims = table.dims as usize;
+    let dims = embedder.dims();
     let mut vectors = Vec::with_capacity(chunks.len() * dims);
     for (_, _, v) in &chunks {
         vectors.extend_from_slice(v);
     }
-    let calibration = calibrate(opts.model);
+    let calibration = calibrate(embedder, &mut vectors_cache)?;
+    vectors_cache.save();
 
     let fusion = opts
         .fusion
@@ -316,7 +325,8 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Built {
         text_blocks: index.blocks.len() as u32,
     };
     let index_bytes = rkyv::to_bytes::<rancor::Error>(&index).expect("serialising into memory cannot fail");
-    let model_bytes = rkyv::to_bytes::<rancor::Error>(table).expect("serialising into memory cannot fail");
+    let model_bytes =
+        rkyv::to_bytes::<rancor::Error>(&embedder.model_section()).expect("serialising into memory cannot fail");
     let index_z = format::compress::zstd_compress(&index_bytes);
     let (index_stored, index_compression) = if format::compress::worth_it(index_bytes.len(), index_z.len()) {
         (index_z, Compression::Zstd)
@@ -363,12 +373,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Built {
         created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         compiler: format!("lorec {}", env!("CARGO_PKG_VERSION")),
         audience: opts.audience.as_str().to_string(),
-        embedder: EmbedderInfo {
-            id: opts.model.id.clone(),
-            dims: dims as u32,
-            vocab_size: table.vocab.len() as u32,
-            weights_sha256: opts.model.weights_sha256,
-        },
+        embedder: embedder.info(),
         cipher,
         sources: checked
             .sources
@@ -380,7 +385,14 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Built {
     };
     let bytes = format::write_container(header, &plans, opts.key);
     let header = format::OpenedContainer::open(&bytes).expect("a freshly written artifact opens").header;
-    Built { bytes, header, chunks: chunks.len(), embedded_files, cached_files: checked.cached_files }
+    Ok(Built {
+        bytes,
+        header,
+        chunks: chunks.len(),
+        embedded_files,
+        cached_files: checked.cached_files,
+        embedding_cache_hits: vectors_cache.hits,
+    })
 }
 
 /// Document collections (JSON Lines, Markdown) get the documents profile when they hold most
@@ -404,15 +416,13 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// Embed the background questions into the artifact: at query time a question is on topic
 /// when it is closer to this knowledge base than to generic questions (by the margin).
-fn calibrate(model: &Model) -> Calibration {
-    let mut background = Vec::new();
-    for q in BACKGROUND_QUESTIONS.lines().filter(|l| !l.trim().is_empty()) {
-        background.extend_from_slice(&embed(&model.table, q));
-    }
-    Calibration {
+fn calibrate(embedder: &Embedder, cache: &mut EmbeddingCache) -> Result<Calibration, EmbedderError> {
+    let questions: Vec<&str> = BACKGROUND_QUESTIONS.lines().filter(|l| !l.trim().is_empty()).collect();
+    let background = cache.embed(embedder, &questions)?.concat();
+    Ok(Calibration {
         background,
         min_similarity: TOPIC_MIN_SIMILARITY,
         min_margin: TOPIC_MIN_MARGIN,
         coverage_weight: TOPIC_COVERAGE_WEIGHT,
-    }
+    })
 }

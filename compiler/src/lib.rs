@@ -8,6 +8,7 @@ pub mod build;
 pub mod cache;
 pub mod chunk;
 pub mod diag;
+pub mod embedder;
 pub mod jsonl;
 pub mod markdown;
 pub mod model;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use compiler::build::{self, Audience, BuildOptions};
 use compiler::cache::Cache;
 use compiler::diag::render;
+use compiler::embedder::Embedder;
 use format::seal::{Key, load_key};
 use format::{Cipher, OpenedContainer};
 
@@ -97,7 +98,10 @@ enum Command {
         /// Your version label for this artifact (semver, build number, ...).
         #[arg(long, env = "LORE_ARTIFACT_VERSION", default_value = "0.0.0")]
         artifact_version: String,
-        /// A Model2Vec model directory.
+        /// What embeds the chunks: potion (Model2Vec, the default), minilm, or openai:MODEL.
+        #[arg(long, env = "LORE_EMBEDDER", default_value = "potion")]
+        embedder: String,
+        /// The model directory for potion (any Model2Vec model) or minilm.
         #[arg(long, env = "LORE_MODEL", default_value = "artifacts/models/potion-base-8M")]
         model: PathBuf,
         /// Write an unencrypted artifact (marked as such in its header).
@@ -186,6 +190,7 @@ fn run(cli: Cli) -> Result<()> {
             audience,
             retrieval,
             artifact_version,
+            embedder,
             model,
             no_encrypt,
             cache_dir,
@@ -208,15 +213,11 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--no-encrypt and a key were both given; choose one");
             }
             let started = std::time::Instant::now();
-            let model = compiler::model::load(&model).with_context(|| {
-                format!(
-                    "cannot load the embedding model from {} (hint: `cargo xtask fetch-model`, or pass --model DIR)",
-                    model.display()
-                )
-            })?;
+            let embedder = Embedder::from_spec(&embedder, &model).context("cannot load the embedder")?;
             let cache_dir = cache_dir.unwrap_or_else(|| default_cache_dir(&output));
             let cache = (!no_cache).then(|| Cache::new(&cache_dir));
-            let checked = build::check(&dir, cache.as_ref().map(|c| (c, &model.weights_sha256)));
+            let fingerprint = embedder.fingerprint();
+            let checked = build::check(&dir, cache.as_ref().map(|c| (c, &fingerprint)));
             report(&checked, deny.is_some(), color)?;
             let bar = progress_bar(checked.sources.len());
             let progress = |done: usize, _total: usize| {
@@ -234,11 +235,12 @@ fn run(cli: Cli) -> Result<()> {
                     fusion,
                     artifact_version,
                     key: key.as_ref(),
-                    model: &model,
+                    embedder: &embedder,
                     cache: cache.as_ref(),
+                    embedding_cache: (!no_cache).then_some(cache_dir.as_path()),
                     progress: Some(&progress),
                 },
-            );
+            )?;
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
@@ -254,6 +256,7 @@ fn run(cli: Cli) -> Result<()> {
                 files = checked.sources.len(),
                 embedded_files = built.embedded_files,
                 cached_files = built.cached_files,
+                embedding_cache_hits = built.embedding_cache_hits,
                 bytes = built.bytes.len(),
                 sealed = key.is_some(),
                 ms = started.elapsed().as_millis() as u64,

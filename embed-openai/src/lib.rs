@@ -47,15 +47,17 @@ pub struct Config {
 
 impl Config {
     /// Defaults (30 s timeout, 5 retries, batches of 96, 500 ms initial backoff) with the key
-    /// from `OPENAI_API_KEY` and the endpoint from `OPENAI_BASE_URL`; empty values count as unset.
+    /// from `OPENAI_API_KEY` and the endpoint from `OPENAI_BASE_URL`; `LORE_OPENAI_TIMEOUT_SECS`
+    /// and `LORE_OPENAI_RETRIES` override the timeout and retries. Empty values count as unset.
     pub fn from_env(model: &str) -> Config {
         let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+        let number = |name| var(name).and_then(|v| v.trim().parse::<u64>().ok());
         Config {
             base_url: var("OPENAI_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()),
             api_key: var("OPENAI_API_KEY"),
             model: model.to_owned(),
-            timeout: Duration::from_secs(30),
-            max_retries: 5,
+            timeout: Duration::from_secs(number("LORE_OPENAI_TIMEOUT_SECS").unwrap_or(30)),
+            max_retries: number("LORE_OPENAI_RETRIES").map_or(5, |n| n.min(20) as u32),
             batch_size: 96,
             initial_backoff: Duration::from_millis(500),
         }

@@ -25,12 +25,43 @@ pub struct Header {
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct EmbedderInfo {
+    /// `static` (Model2Vec), `transformer` (BERT-family sentence-transformers) or `openai`
+    /// (an OpenAI-compatible embeddings API).
+    pub kind: String,
     /// Model name, e.g. `minishlab/potion-base-8M`.
     pub id: String,
     pub dims: u32,
     pub vocab_size: u32,
-    /// SHA-256 of the model weights file the table was taken from.
+    /// SHA-256 of the model weights file the table was taken from (zero for remote models).
     pub weights_sha256: [u8; 32],
+}
+
+/// What the model section holds: everything the runtime needs to embed a question the way
+/// the chunks were embedded.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum EmbedderModel {
+    /// A Model2Vec static table, used in place.
+    Static(ModelTable),
+    /// A BERT-family sentence-transformers model, loaded by runtimes built with `minilm`.
+    Transformer(TransformerParts),
+    /// An OpenAI-compatible API, called by runtimes built with `openai`.
+    Remote(RemoteEmbedder),
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TransformerParts {
+    pub config_json: String,
+    pub tokenizer_json: String,
+    /// `model.safetensors` as shipped.
+    pub weights: Vec<u8>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RemoteEmbedder {
+    /// `openai`.
+    pub provider: String,
+    pub model: String,
+    pub dims: u32,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +82,8 @@ pub struct SourceFile {
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SectionKind {
-    /// The query-side embedding table and tokenizer vocabulary ([`ModelTable`]). Public.
+    /// What embeds questions ([`EmbedderModel`]): for static models, the embedding table and
+    /// tokenizer vocabulary. Public.
     Model,
     /// Chunk metadata, BM25 postings, dense vectors, calibration ([`Index`]).
     Index,

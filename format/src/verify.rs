@@ -5,7 +5,7 @@ use rkyv::rancor;
 use sha2::{Digest, Sha256};
 
 use crate::container::{ContainerError, OpenedContainer};
-use crate::schema::{ArchivedIndex, ArchivedModelTable, SectionKind};
+use crate::schema::{ArchivedEmbedderModel, ArchivedIndex, SectionKind};
 use crate::seal::Key;
 
 /// What a full verification covered.
@@ -32,7 +32,7 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
     };
     let model = container.open_section(sealer.as_ref(), SectionKind::Model)?;
     check_hash(SectionKind::Model, &model)?;
-    rkyv::access::<ArchivedModelTable, rancor::Error>(&model)
+    rkyv::access::<ArchivedEmbedderModel, rancor::Error>(&model)
         .map_err(|e| ContainerError::Corrupt(format!("the model section is malformed: {e}")))?;
     let index_bytes = container.open_section(sealer.as_ref(), SectionKind::Index)?;
     check_hash(SectionKind::Index, &index_bytes)?;

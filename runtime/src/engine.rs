@@ -8,7 +8,7 @@ use std::time::Instant;
 use format::analyze::Analyzer;
 use format::seal::{Key, Sealer};
 use format::{
-    ArchivedCompression, ArchivedIndex, ArchivedModelTable, Compression, ContainerError, Header, OpenedContainer,
+    ArchivedCompression, ArchivedEmbedderModel, ArchivedIndex, Compression, ContainerError, Header, OpenedContainer,
     SectionKind,
 };
 use serde::Serialize;
@@ -22,6 +22,12 @@ pub enum EngineError {
     Io { path: String, error: std::io::Error },
     #[error("{path}: {error}")]
     Container { path: String, error: ContainerError },
+    #[error(
+        "{path}: this artifact embeds questions with {embedder}, which this lore was built without (hint: build lore with `--features {feature}`)"
+    )]
+    EmbedderMissing { path: String, embedder: String, feature: &'static str },
+    #[error("the embedder failed: {0}")]
+    Embed(String),
     #[error("{path}: the {section} section is malformed: {message}")]
     Malformed { path: String, section: &'static str, message: String },
 }
@@ -39,6 +45,7 @@ pub struct Engine {
     texts_encrypted: bool,
     texts: Vec<OnceLock<Box<[u8]>>>,
     analyzer: Analyzer,
+    questions: QuestionEmbedder,
     /// Overrides the artifact's fusion parameters (tuning runs only).
     params: Option<Params>,
 }
@@ -105,6 +112,48 @@ fn read_fusion(f: &format::ArchivedFusionParams) -> Params {
     }
 }
 
+/// How this engine turns questions into vectors.
+enum QuestionEmbedder {
+    /// Pool rows of the static table in the mapped model section.
+    Static,
+    /// Ask the OpenAI-compatible API the chunks were embedded with; answers are cached.
+    #[cfg(feature = "openai")]
+    OpenAi(embed_openai::QueryCache),
+}
+
+impl std::fmt::Debug for QuestionEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuestionEmbedder::Static => f.write_str("Static"),
+            #[cfg(feature = "openai")]
+            QuestionEmbedder::OpenAi(_) => f.write_str("OpenAi"),
+        }
+    }
+}
+
+impl QuestionEmbedder {
+    /// Pick the embedder the model section asks for; `Err((embedder, feature))` when this
+    /// build lacks it.
+    fn for_model(
+        model: &ArchivedEmbedderModel,
+        info: &format::EmbedderInfo,
+    ) -> Result<QuestionEmbedder, (String, &'static str)> {
+        match model {
+            ArchivedEmbedderModel::Static(_) => Ok(QuestionEmbedder::Static),
+            ArchivedEmbedderModel::Transformer(_) => Err((format!("the transformer model {}", info.id), "minilm")),
+            #[cfg(feature = "openai")]
+            ArchivedEmbedderModel::Remote(remote) => {
+                let config = embed_openai::Config::from_env(remote.model.as_str());
+                embed_openai::Client::new(config)
+                    .map(|c| QuestionEmbedder::OpenAi(embed_openai::QueryCache::new(c)))
+                    .map_err(|e| (format!("openai:{} ({e})", remote.model), "openai"))
+            }
+            #[cfg(not(feature = "openai"))]
+            ArchivedEmbedderModel::Remote(remote) => Err((format!("openai:{}", remote.model), "openai")),
+        }
+    }
+}
+
 impl Engine {
     /// Map and check an artifact: structure, key, and the authenticated index. Texts are only
     /// decrypted when a hit needs them.
@@ -139,6 +188,8 @@ impl Engine {
         let model = ModelView::new(file, model_range).map_err(|(_, e)| malformed("model", e))?;
         let index = IndexView::new(index).map_err(|e| malformed("index", e))?;
         let n_blocks = index.index().blocks.len();
+        let questions = QuestionEmbedder::for_model(model.model(), &header.embedder)
+            .map_err(|(embedder, feature)| EngineError::EmbedderMissing { path: display.clone(), embedder, feature })?;
         let engine = Engine {
             path: display,
             model,
@@ -150,6 +201,7 @@ impl Engine {
             texts_encrypted,
             texts: (0..n_blocks).map(|_| OnceLock::new()).collect(),
             analyzer: Analyzer::default(),
+            questions,
             params: None,
         };
         engine.check_consistency()?;
@@ -163,7 +215,10 @@ impl Engine {
         let bad = |message: String| EngineError::Malformed { path: self.path.clone(), section: "index", message };
         let n = index.chunks.len();
         let dims = index.dims.to_native() as usize;
-        if dims != self.model().dims.to_native() as usize || index.vectors.len() != n * dims {
+        if dims != self.header.embedder.dims as usize
+            || index.vectors.len() != n * dims
+            || index.calibration.background.len() % dims.max(1) != 0
+        {
             return Err(bad("vector table does not match the chunk count and model dimensions".into()));
         }
         if index.chunk_lens.len() != n || index.term_starts.len() != index.terms.len() + 1 {
@@ -171,6 +226,15 @@ impl Engine {
         }
         if index.postings.iter().any(|p| p.chunk.to_native() as usize >= n) {
             return Err(bad("a posting names a chunk that does not exist".into()));
+        }
+        if let ArchivedEmbedderModel::Static(table) = self.model.model() {
+            if table.dims.to_native() as usize != dims || table.embeddings.len() % dims.max(1) != 0 {
+                return Err(EngineError::Malformed {
+                    path: self.path.clone(),
+                    section: "model",
+                    message: "the embedding table does not match its vocabulary and dimensions".into(),
+                });
+            }
         }
         for c in index.chunks.iter() {
             let block = index
@@ -206,8 +270,18 @@ impl Engine {
         self.index.index()
     }
 
-    fn model(&self) -> &ArchivedModelTable {
-        self.model.table()
+    /// Embed a question the way the artifact's chunks were embedded.
+    fn embed_question(&self, question: &str) -> Result<Vec<f32>, EngineError> {
+        match (&self.questions, self.model.model()) {
+            (QuestionEmbedder::Static, ArchivedEmbedderModel::Static(table)) => {
+                Ok(format::embed::embed(table, question))
+            }
+            #[cfg(feature = "openai")]
+            (QuestionEmbedder::OpenAi(cache), _) => {
+                cache.embed_one(question).map_err(|e| EngineError::Embed(e.to_string()))
+            }
+            _ => Err(EngineError::Embed("the embedder does not match the model section".into())),
+        }
     }
 
     /// Answer one question with up to `k` hits.
@@ -219,7 +293,7 @@ impl Engine {
     pub fn query_with(&self, question: &str, opts: QueryOptions) -> Result<Answer, EngineError> {
         let QueryOptions { k, include_off_topic, mode } = opts;
         let started = Instant::now();
-        let qvec = format::embed::embed(self.model(), question);
+        let qvec = self.embed_question(question)?;
         let index = self.index();
         let ranking = retrieval::rank(
             index,

@@ -36,6 +36,10 @@ fn answer(state: &AppState, req: QueryRequest) -> Response {
     };
     match state.engine.query_with(&req.q, opts) {
         Ok(a) => Json(a).into_response(),
+        Err(e @ crate::EngineError::Embed(_)) => {
+            tracing::warn!("query failed: {e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "embedder_unavailable", e)
+        }
         Err(e) => {
             tracing::error!("query failed: {e}");
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)

@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use format::container::SectionData;
-use format::{ArchivedIndex, ArchivedModelTable};
+use format::{ArchivedEmbedderModel, ArchivedIndex};
 use memmap2::Mmap;
 use rkyv::rancor;
 use rkyv::rend::f32_le;
@@ -41,7 +41,7 @@ impl MappedFile {
     }
 }
 
-/// The model table, read in place from the map after one validation.
+/// The model section (the embedder), read in place from the map after one validation.
 #[derive(Debug)]
 pub struct ModelView {
     file: MappedFile,
@@ -49,11 +49,11 @@ pub struct ModelView {
 }
 
 impl ModelView {
-    /// Validate `file[range]` as a model table.
+    /// Validate `file[range]` as a model section.
     pub fn new(file: MappedFile, range: Range<usize>) -> Result<Self, (MappedFile, String)> {
         let checked = match file.bytes().get(range.clone()) {
             Some(bytes) => {
-                rkyv::access::<ArchivedModelTable, rancor::Error>(bytes).map(|_| ()).map_err(|e| e.to_string())
+                rkyv::access::<ArchivedEmbedderModel, rancor::Error>(bytes).map(|_| ()).map_err(|e| e.to_string())
             }
             None => Err("the section lies outside the file".to_string()),
         };
@@ -63,10 +63,10 @@ impl ModelView {
         }
     }
 
-    pub fn table(&self) -> &ArchivedModelTable {
+    pub fn model(&self) -> &ArchivedEmbedderModel {
         // SAFETY: `new` validated exactly these bytes, and the read-only map never changes
         // them (see `MappedFile::open`).
-        unsafe { rkyv::access_unchecked::<ArchivedModelTable>(&self.file.bytes()[self.range.clone()]) }
+        unsafe { rkyv::access_unchecked::<ArchivedEmbedderModel>(&self.file.bytes()[self.range.clone()]) }
     }
 
     /// The whole mapped file.

@@ -6,6 +6,7 @@ mod artifact;
 mod collections;
 mod diagnostics;
 mod golden;
+mod openai;
 mod retrieval;
 mod serve;
 mod support;

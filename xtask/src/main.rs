@@ -75,8 +75,8 @@ fn test(root: &Path) -> Result<()> {
         eprintln!("rustfmt is not installed; skipping the format check");
     }
     // The integration tests drive the real binaries, so build them first.
-    run_checked(cargo().args(["build", "--workspace", "--bins"]))?;
-    run_checked(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    run_checked(cargo().args(["build", "--workspace", "--bins", "--all-features"]))?;
+    run_checked(cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]))?;
     run_checked(cargo().args(["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"]))
 }
 
