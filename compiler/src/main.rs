@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use compiler::build::{self, Audience, BuildOptions};
+use compiler::build::{self, Audience, BuildOptions, VectorFormat};
 use compiler::cache::Cache;
 use compiler::diag::render;
 use compiler::embedder::Embedder;
@@ -46,6 +46,12 @@ enum Color {
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Deny {
     Warnings,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum VectorsArg {
+    Int8,
+    F32,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -91,6 +97,9 @@ enum Command {
         /// `public` leaves internal and private entities out entirely.
         #[arg(long, env = "LORE_AUDIENCE", default_value = "public")]
         audience: AudienceArg,
+        /// How chunk vectors are stored: int8 (a quarter of the size) or f32.
+        #[arg(long, env = "LORE_VECTORS", default_value = "int8")]
+        vectors: VectorsArg,
         /// Fusion profile: auto (documents for JSON Lines / Markdown collections, else persona),
         /// persona or documents.
         #[arg(long, env = "LORE_RETRIEVAL", default_value = "auto")]
@@ -189,6 +198,7 @@ fn run(cli: Cli) -> Result<()> {
             deny,
             audience,
             retrieval,
+            vectors,
             artifact_version,
             embedder,
             model,
@@ -233,6 +243,10 @@ fn run(cli: Cli) -> Result<()> {
                         AudienceArg::Internal => Audience::Internal,
                     },
                     fusion,
+                    vectors: match vectors {
+                        VectorsArg::Int8 => VectorFormat::I8,
+                        VectorsArg::F32 => VectorFormat::F32,
+                    },
                     artifact_version,
                     key: key.as_ref(),
                     embedder: &embedder,

@@ -56,6 +56,8 @@ pub enum ContainerError {
 #[derive(Debug)]
 pub struct SectionPlan {
     pub kind: SectionKind,
+    /// Non-zero when `blocks` are stripes of one plaintext, each this long but the last.
+    pub stripe_len: u64,
     pub encrypt: bool,
     pub compression: Compression,
     pub blocks: Vec<Vec<u8>>,
@@ -91,6 +93,7 @@ pub fn write_container(mut header: Header, plans: &[SectionPlan], key: Option<&K
             plain_sha256: p.plain_sha256,
             compression: p.compression,
             encrypted: p.encrypt,
+            stripe_len: p.stripe_len,
         })
         .collect();
     let header_len = header_bytes(&header).len();
@@ -170,6 +173,59 @@ pub fn open_unit(
                 .map_err(|e| ContainerError::Corrupt(format!("{what} does not decompress: {e}")))?;
             out.extend_from_slice(&plain);
         }
+    }
+    Ok(out)
+}
+
+/// Split a plaintext into stripes for sealing.
+pub fn stripes(plain: &[u8], stripe_len: usize) -> Vec<Vec<u8>> {
+    plain.chunks(stripe_len.max(1)).map(<[u8]>::to_vec).collect()
+}
+
+/// Decrypt the stripes of one section in parallel, in place, into one aligned buffer.
+fn open_striped(
+    sealer: Option<&Sealer>,
+    kind: SectionKind,
+    stored: &[u8],
+    stripe_len: usize,
+    plain_len: usize,
+) -> Result<SectionData, ContainerError> {
+    let what = format!("{} section", kind.name());
+    let sealer =
+        sealer.ok_or_else(|| ContainerError::Corrupt(format!("{what} is encrypted but the artifact has no cipher")))?;
+    let count = plain_len.div_ceil(stripe_len);
+    if stored.len() != plain_len + count * TAG_LEN {
+        return Err(ContainerError::Corrupt(format!("{what} has the wrong length for its stripes")));
+    }
+    let mut out = SectionData::with_capacity(plain_len);
+    out.resize(plain_len, 0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(count.max(1));
+    let per_worker = count.div_ceil(workers.max(1)).max(1);
+    let results: Vec<Result<(), SealError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = out
+            .chunks_mut(per_worker * stripe_len)
+            .enumerate()
+            .map(|(w, region)| {
+                let what = &what;
+                scope.spawn(move || -> Result<(), SealError> {
+                    for (j, plain) in region.chunks_mut(stripe_len).enumerate() {
+                        let unit = w * per_worker + j;
+                        let at = unit * (stripe_len + TAG_LEN);
+                        let (ct, tag) = stored[at..at + plain.len() + TAG_LEN].split_at(plain.len());
+                        plain.copy_from_slice(ct);
+                        sealer.open_in_place(kind.tag(), unit as u64, plain, tag, &format!("{what} stripe {unit}"))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(SealError::Tampered { what: what.clone() })))
+            .collect()
+    });
+    for r in results {
+        r?;
     }
     Ok(out)
 }
@@ -306,9 +362,13 @@ impl<'a> OpenedContainer<'a> {
         }
     }
 
-    /// Open a whole single-unit section (model or index).
+    /// Open a whole single-plaintext section (model or index); striped sections are opened
+    /// on all cores.
     pub fn open_section(&self, sealer: Option<&Sealer>, kind: SectionKind) -> Result<SectionData, ContainerError> {
         let s = self.section(kind);
+        if s.encrypted && s.stripe_len > 0 && s.compression == Compression::None {
+            return open_striped(sealer, kind, self.raw_section(kind), s.stripe_len as usize, s.plain_len as usize);
+        }
         open_unit(sealer, kind, 0, self.raw_section(kind), s.encrypted, s.compression, s.plain_len as usize)
     }
 

@@ -141,3 +141,47 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
+
+/// Symmetric int8 quantisation of one vector: `v ≈ scale × q`.
+pub fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 {
+        return (vec![0; v.len()], 0.0);
+    }
+    let scale = max / 127.0;
+    (v.iter().map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8).collect(), scale)
+}
+
+/// Integer dot product of two int8 vectors.
+#[inline]
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    // i16 products summed in i32 lanes: the shape compilers turn into pmaddwd.
+    let mut acc = [0i32; 16];
+    let chunks_a = a.chunks_exact(16);
+    let chunks_b = b.chunks_exact(16);
+    let tail: i32 =
+        chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for i in 0..16 {
+            acc[i] += i32::from(i16::from(ca[i]) * i16::from(cb[i]));
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_dot_tracks_f32_dot() {
+        let a: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let b: Vec<f32> = (0..256).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+        let (qa, sa) = quantize(&a);
+        let (qb, sb) = quantize(&b);
+        let approx = dot_i8(&qa, &qb) as f32 * sa * sb;
+        let exact = dot(&a, &b);
+        assert!((approx - exact).abs() < 0.01 * exact.abs().max(1.0), "{approx} vs {exact}");
+        assert_eq!(quantize(&[0.0, 0.0]), (vec![0, 0], 0.0));
+    }
+}

@@ -129,6 +129,10 @@ pub struct Section {
     pub plain_sha256: [u8; 32],
     pub compression: Compression,
     pub encrypted: bool,
+    /// For a sealed single-plaintext section: the plaintext is sealed in stripes of this many
+    /// bytes (the last may be shorter), stripe `i` as unit `i`, so they open in parallel.
+    /// Zero means one unit.
+    pub stripe_len: u64,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -177,27 +181,39 @@ impl Visibility {
     }
 }
 
+/// Where a chunk lives; everything else about it is in its text block, opened only when the
+/// chunk is a hit.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// Index into [`Header::sources`].
+    pub source: u32,
+    /// Text block, and the chunk's slot in that block's [`TextBlock::chunks`].
+    pub block: u32,
+    pub slot: u32,
+}
+
+/// One block of the `Texts` section: the full records of consecutive chunks.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ChunkMeta {
+pub struct TextBlock {
+    pub chunks: Vec<ChunkRecord>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ChunkRecord {
     /// Stable id: `source#/yaml/path`.
     pub id: String,
     /// The document the chunk came from (passages of one document share it).
     pub doc: String,
-    /// Index into [`Header::sources`].
-    pub source: u32,
     /// JSON-pointer-style path of the entity inside its source.
     pub path: String,
     pub title: String,
     pub section: String,
     pub tags: Vec<String>,
     pub visibility: Visibility,
-    /// Where the rendered text lives: block index, byte offset and length inside the block.
-    pub block: u32,
-    pub text_offset: u32,
-    pub text_len: u32,
+    pub text: String,
 }
 
-/// A sealed, compressed run of chunk texts inside the `Texts` section.
+/// A sealed, possibly compressed `TextBlock` inside the `Texts` section.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockRef {
     /// Offset from the start of the `Texts` section.
@@ -205,6 +221,15 @@ pub struct BlockRef {
     pub stored_len: u32,
     pub plain_len: u32,
     pub compression: Compression,
+}
+
+/// The chunk vectors, unit length before quantisation.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum DenseVectors {
+    /// `chunks × dims` f32.
+    F32(Vec<f32>),
+    /// `chunks × dims` symmetric int8 with one scale per chunk: `v ≈ scale × q`.
+    I8 { values: Vec<i8>, scales: Vec<f32> },
 }
 
 /// How strongly a question must match before it counts as on topic; see EVALUATION.md.
@@ -240,25 +265,20 @@ pub struct FusionParams {
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Index {
-    pub chunks: Vec<ChunkMeta>,
+    pub chunks: Vec<ChunkRef>,
     pub blocks: Vec<BlockRef>,
     /// BM25 vocabulary: analysed term → term id.
     pub terms: std::collections::HashMap<String, u32>,
-    /// `postings[term_starts[t]..term_starts[t + 1]]` lists the chunks containing term `t`.
+    /// `posting_chunks[term_starts[t]..term_starts[t + 1]]` lists the chunks containing term
+    /// `t`, in increasing order; `posting_tfs` holds the matching term frequencies (capped).
     pub term_starts: Vec<u32>,
-    pub postings: Vec<Posting>,
+    pub posting_chunks: Vec<u32>,
+    pub posting_tfs: Vec<u16>,
     /// Analysed length of each chunk, in terms.
     pub chunk_lens: Vec<u32>,
     pub avg_chunk_len: f32,
     pub dims: u32,
-    /// `chunks × dims` row-major, L2-normalised.
-    pub vectors: Vec<f32>,
+    pub vectors: DenseVectors,
     pub calibration: Calibration,
     pub fusion: FusionParams,
-}
-
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Posting {
-    pub chunk: u32,
-    pub tf: u32,
 }

@@ -5,7 +5,7 @@
 //! section tag and the block number. Every seal binds the header digest as associated data, so
 //! changing any header byte makes every section fail to open.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use hkdf::Hkdf;
@@ -124,6 +124,24 @@ impl Sealer {
         self.cipher
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad: &aad })
             .expect("AES-GCM encryption of an in-memory buffer cannot fail")
+    }
+
+    /// Decrypt and authenticate one unit in place: `buf` holds the ciphertext without its tag.
+    pub fn open_in_place(
+        &self,
+        section: u32,
+        block: u64,
+        buf: &mut [u8],
+        tag: &[u8],
+        what: &str,
+    ) -> Result<(), SealError> {
+        let (nonce, aad) = self.nonce_and_aad(section, block);
+        if tag.len() != TAG_LEN {
+            return Err(SealError::Tampered { what: what.to_string() });
+        }
+        self.cipher
+            .decrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, buf, aes_gcm::Tag::from_slice(tag))
+            .map_err(|_| SealError::Tampered { what: what.to_string() })
     }
 
     /// Decrypt and authenticate one unit.

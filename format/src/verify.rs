@@ -5,7 +5,7 @@ use rkyv::rancor;
 use sha2::{Digest, Sha256};
 
 use crate::container::{ContainerError, OpenedContainer};
-use crate::schema::{ArchivedEmbedderModel, ArchivedIndex, SectionKind};
+use crate::schema::{ArchivedEmbedderModel, ArchivedIndex, ArchivedTextBlock, SectionKind};
 use crate::seal::Key;
 
 /// What a full verification covered.
@@ -60,6 +60,8 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
             block.plain_len.to_native() as usize,
         )?;
         hasher.update(&plain);
+        rkyv::access::<ArchivedTextBlock, rancor::Error>(&plain)
+            .map_err(|e| ContainerError::Corrupt(format!("text block {i} is malformed: {e}")))?;
     }
     if <[u8; 32]>::from(hasher.finalize()) != texts_section.plain_sha256 {
         return Err(ContainerError::Corrupt("the texts section does not match its digest".into()));

@@ -13,7 +13,7 @@ use format::{
 };
 use serde::Serialize;
 
-use crate::mapped::{IndexView, MappedFile, ModelView};
+use crate::mapped::{BlockView, IndexView, MappedFile, ModelView};
 use crate::retrieval::{self, Mode, Params};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub struct Engine {
     index: IndexView,
     texts_range: std::ops::Range<usize>,
     texts_encrypted: bool,
-    texts: Vec<OnceLock<Box<[u8]>>>,
+    texts: Vec<OnceLock<BlockView>>,
     analyzer: Analyzer,
     questions: QuestionEmbedder,
     /// Overrides the artifact's fusion parameters (tuning runs only).
@@ -208,23 +208,33 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Cross-field checks the type system cannot make: vector and posting tables that match
-    /// the chunk count, text ranges inside their blocks.
+    /// Cross-field checks the type system cannot make: tables that match the chunk count,
+    /// postings and references that point inside their tables.
     fn check_consistency(&self) -> Result<(), EngineError> {
         let index = self.index();
         let bad = |message: String| EngineError::Malformed { path: self.path.clone(), section: "index", message };
         let n = index.chunks.len();
         let dims = index.dims.to_native() as usize;
+        let vectors_ok = match &index.vectors {
+            format::ArchivedDenseVectors::F32(v) => v.len() == n * dims,
+            format::ArchivedDenseVectors::I8 { values, scales } => values.len() == n * dims && scales.len() == n,
+        };
         if dims != self.header.embedder.dims as usize
-            || index.vectors.len() != n * dims
+            || !vectors_ok
             || index.calibration.background.len() % dims.max(1) != 0
         {
-            return Err(bad("vector table does not match the chunk count and model dimensions".into()));
+            return Err(bad("vector tables do not match the chunk count and model dimensions".into()));
         }
-        if index.chunk_lens.len() != n || index.term_starts.len() != index.terms.len() + 1 {
+        let postings = index.posting_chunks.len();
+        if index.chunk_lens.len() != n
+            || index.term_starts.len() != index.terms.len() + 1
+            || index.posting_tfs.len() != postings
+            || index.term_starts.iter().any(|s| s.to_native() as usize > postings)
+            || index.term_starts.windows(2).any(|w| w[0].to_native() > w[1].to_native())
+        {
             return Err(bad("BM25 tables do not match".into()));
         }
-        if index.postings.iter().any(|p| p.chunk.to_native() as usize >= n) {
+        if index.posting_chunks.iter().any(|c| c.to_native() as usize >= n) {
             return Err(bad("a posting names a chunk that does not exist".into()));
         }
         if let ArchivedEmbedderModel::Static(table) = self.model.model() {
@@ -232,21 +242,19 @@ impl Engine {
                 return Err(EngineError::Malformed {
                     path: self.path.clone(),
                     section: "model",
-                    message: "the embedding table does not match its vocabulary and dimensions".into(),
+                    message: "the embedding table does not match its dimensions".into(),
                 });
             }
         }
-        for c in index.chunks.iter() {
-            let block = index
-                .blocks
-                .get(c.block.to_native() as usize)
-                .ok_or_else(|| bad(format!("chunk {} names a missing text block", c.id)))?;
-            if c.text_offset.to_native() as u64 + c.text_len.to_native() as u64 > block.plain_len.to_native() as u64 {
-                return Err(bad(format!("chunk {} points outside its text block", c.id)));
-            }
-            if c.source.to_native() as usize >= self.header.sources.len() {
-                return Err(bad(format!("chunk {} names a missing source", c.id)));
-            }
+        let texts_len = self.texts_range.len() as u64;
+        if index.blocks.iter().any(|b| b.offset.to_native() + u64::from(b.stored_len.to_native()) > texts_len) {
+            return Err(bad("a text block lies outside the texts section".into()));
+        }
+        if index.chunks.iter().any(|c| {
+            c.block.to_native() as usize >= index.blocks.len()
+                || c.source.to_native() as usize >= self.header.sources.len()
+        }) {
+            return Err(bad("a chunk names a missing text block or source".into()));
         }
         Ok(())
     }
@@ -306,18 +314,19 @@ impl Engine {
         let on_topic = retrieval::on_topic(index, &ranking);
         let mut hits = Vec::new();
         if on_topic || include_off_topic {
-            for s in &ranking.hits {
-                let c = &index.chunks[s.chunk as usize];
+            for scored in &ranking.hits {
+                let chunk = &index.chunks[scored.chunk as usize];
+                let record = self.record(chunk)?;
                 hits.push(Hit {
-                    id: c.id.to_string(),
-                    doc: c.doc.to_string(),
-                    source: self.header.sources[c.source.to_native() as usize].path.clone(),
-                    path: c.path.to_string(),
-                    title: c.title.to_string(),
-                    section: c.section.to_string(),
-                    tags: c.tags.iter().map(|t| t.to_string()).collect(),
-                    text: self.chunk_text(s.chunk)?,
-                    score: s.score,
+                    id: record.id.to_string(),
+                    doc: record.doc.to_string(),
+                    source: self.header.sources[chunk.source.to_native() as usize].path.clone(),
+                    path: record.path.to_string(),
+                    title: record.title.to_string(),
+                    section: record.section.to_string(),
+                    tags: record.tags.iter().map(|t| t.to_string()).collect(),
+                    text: record.text.to_string(),
+                    score: scored.score,
                 });
             }
         }
@@ -341,30 +350,24 @@ impl Engine {
         })
     }
 
-    fn chunk_text(&self, chunk: u32) -> Result<String, EngineError> {
-        let index = self.index();
-        let c = &index.chunks[chunk as usize];
-        let block_no = c.block.to_native() as usize;
-        let block = self.block(block_no)?;
-        let start = c.text_offset.to_native() as usize;
-        let bytes = &block[start..start + c.text_len.to_native() as usize];
-        Ok(String::from_utf8_lossy(bytes).into_owned())
+    /// The full record of a chunk, from its (lazily opened) text block.
+    fn record(&self, chunk: &format::ArchivedChunkRef) -> Result<&format::ArchivedChunkRecord, EngineError> {
+        let block = self.block(chunk.block.to_native() as usize)?;
+        block.block().chunks.get(chunk.slot.to_native() as usize).ok_or_else(|| EngineError::Malformed {
+            path: self.path.clone(),
+            section: "texts",
+            message: format!("block {} has no slot {}", chunk.block.to_native(), chunk.slot.to_native()),
+        })
     }
 
-    fn block(&self, block_no: usize) -> Result<&[u8], EngineError> {
+    fn block(&self, block_no: usize) -> Result<&BlockView, EngineError> {
         if let Some(b) = self.texts[block_no].get() {
             return Ok(b);
         }
-        let index = self.index();
-        let r = &index.blocks[block_no];
+        let r = &self.index().blocks[block_no];
         let raw = &self.model.file_bytes()[self.texts_range.clone()];
         let start = r.offset.to_native() as usize;
-        let sealed =
-            raw.get(start..start + r.stored_len.to_native() as usize).ok_or_else(|| EngineError::Malformed {
-                path: self.path.clone(),
-                section: "texts",
-                message: format!("block {block_no} lies outside the section"),
-            })?;
+        let sealed = &raw[start..start + r.stored_len.to_native() as usize];
         let compression = match r.compression {
             ArchivedCompression::None => Compression::None,
             ArchivedCompression::Zstd => Compression::Zstd,
@@ -379,6 +382,11 @@ impl Engine {
             r.plain_len.to_native() as usize,
         )
         .map_err(|error| EngineError::Container { path: self.path.clone(), error })?;
-        Ok(self.texts[block_no].get_or_init(|| plain.as_slice().into()))
+        let view = BlockView::new(plain).map_err(|message| EngineError::Malformed {
+            path: self.path.clone(),
+            section: "texts",
+            message,
+        })?;
+        Ok(self.texts[block_no].get_or_init(|| view))
     }
 }

@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use format::container::SectionData;
-use format::{ArchivedEmbedderModel, ArchivedIndex};
+use format::{ArchivedEmbedderModel, ArchivedIndex, ArchivedTextBlock};
 use memmap2::Mmap;
 use rkyv::rancor;
 use rkyv::rend::f32_le;
@@ -90,6 +90,24 @@ impl IndexView {
     pub fn index(&self) -> &ArchivedIndex {
         // SAFETY: `new` validated these bytes and `self.bytes` is never mutated.
         unsafe { rkyv::access_unchecked::<ArchivedIndex>(&self.bytes) }
+    }
+}
+
+/// One decrypted text block, validated once.
+#[derive(Debug)]
+pub struct BlockView {
+    bytes: SectionData,
+}
+
+impl BlockView {
+    pub fn new(bytes: SectionData) -> Result<Self, String> {
+        rkyv::access::<ArchivedTextBlock, rancor::Error>(&bytes).map_err(|e| e.to_string())?;
+        Ok(BlockView { bytes })
+    }
+
+    pub fn block(&self) -> &ArchivedTextBlock {
+        // SAFETY: `new` validated these bytes and `self.bytes` is never mutated.
+        unsafe { rkyv::access_unchecked::<ArchivedTextBlock>(&self.bytes) }
     }
 }
 

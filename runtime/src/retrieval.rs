@@ -3,11 +3,10 @@
 //! The fusion weights come from the artifact (`format::profiles` sets them at build time);
 //! EVALUATION.md records how each value was chosen.
 
-use std::collections::HashMap;
-
+use format::ArchivedDenseVectors;
 use format::ArchivedIndex;
 use format::analyze::Analyzer;
-use format::embed::dot;
+use format::embed::{dot, dot_i8, quantize};
 
 use crate::mapped::native_f32;
 
@@ -96,6 +95,25 @@ fn mean_top3(values: impl Iterator<Item = f32>) -> f32 {
     if k == 0 { 0.0 } else { best[..k].iter().sum::<f32>() / k as f32 }
 }
 
+/// Dense similarity of `qvec` to every chunk, read in place from the index.
+fn dense_scores(index: &ArchivedIndex, qvec: &[f32], out: &mut Vec<f32>) {
+    let dims = index.dims.to_native() as usize;
+    if dims == 0 || dims != qvec.len() {
+        out.resize(index.chunks.len(), 0.0);
+        return;
+    }
+    match &index.vectors {
+        ArchivedDenseVectors::F32(v) => out.extend(native_f32(v).chunks_exact(dims).map(|row| dot(row, qvec))),
+        ArchivedDenseVectors::I8 { values, scales } => {
+            let (q, qscale) = quantize(qvec);
+            let values: &[i8] = values.as_slice();
+            let scales = native_f32(scales);
+            out.extend(values.chunks_exact(dims).zip(scales).map(|(row, s)| dot_i8(row, &q) as f32 * qscale * s));
+        }
+    }
+    out.resize(index.chunks.len(), 0.0);
+}
+
 /// Score every chunk and keep the best `k`.
 pub fn rank(
     index: &ArchivedIndex,
@@ -107,43 +125,28 @@ pub fn rank(
 ) -> Ranking {
     let n = index.chunks.len();
     let dims = index.dims.to_native() as usize;
-    let vectors = native_f32(&index.vectors);
     let mut dense = Vec::with_capacity(n);
-    let mut top_dense = f32::MIN;
-    if dims == qvec.len() {
-        for row in vectors.chunks_exact(dims) {
-            let s = dot(row, qvec);
-            top_dense = top_dense.max(s);
-            dense.push(s);
-        }
-    }
-    dense.resize(n, 0.0);
-    if n == 0 {
-        top_dense = 0.0;
-    }
+    dense_scores(index, qvec, &mut dense);
+    let top_dense = if n == 0 { 0.0 } else { dense.iter().copied().fold(f32::MIN, f32::max) };
 
     let Bm25 { scores: bm25, coverage: lexical } = bm25_scores(index, analyzer, question, params);
-    let bm25_max = bm25.values().copied().fold(0.0f32, f32::max);
+    let bm25_max = bm25.iter().copied().fold(0.0f32, f32::max);
     let bm25_weight = params.bm25_weight + (params.bm25_weight_full - params.bm25_weight) * lexical;
-    let mut scored: Vec<Scored> = (0..n)
-        .map(|i| {
-            let raw = bm25.get(&(i as u32)).copied().unwrap_or(0.0);
-            let norm = if bm25_max > 0.0 { raw / bm25_max } else { 0.0 };
-            Scored {
-                chunk: i as u32,
-                score: params.dense_weight * dense[i] + bm25_weight * norm,
-                dense: dense[i],
-                bm25: raw,
-            }
-        })
-        .collect();
+    let inv_max = if bm25_max > 0.0 { 1.0 / bm25_max } else { 0.0 };
+    let fused: Vec<f32> = (0..n).map(|i| params.dense_weight * dense[i] + bm25_weight * bm25[i] * inv_max).collect();
+    let order = |a: &u32, b: &u32| fused[*b as usize].total_cmp(&fused[*a as usize]).then(a.cmp(b));
+    let mut best: Vec<u32> = (0..n as u32).collect();
     let k = k.min(n);
     if k > 0 && k < n {
-        scored.select_nth_unstable_by(k - 1, |a, b| b.score.total_cmp(&a.score).then(a.chunk.cmp(&b.chunk)));
-        scored.truncate(k);
+        best.select_nth_unstable_by(k - 1, order);
     }
-    scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.chunk.cmp(&b.chunk)));
-    scored.truncate(k);
+    best.truncate(k);
+    best.sort_by(order);
+    let hits = best
+        .into_iter()
+        .map(|c| Scored { chunk: c, score: fused[c as usize], dense: dense[c as usize], bm25: bm25[c as usize] })
+        .collect();
+
     let background = native_f32(&index.calibration.background);
     let bg: Vec<f32> = if dims == qvec.len() && dims > 0 {
         background.chunks_exact(dims).map(|row| dot(row, qvec)).collect()
@@ -154,7 +157,7 @@ pub fn rank(
     let top3_dense = mean_top3(dense.iter().copied());
     let top3_background = mean_top3(bg.iter().copied());
     let term_coverage = coverage(index, analyzer, question);
-    Ranking { hits: scored, top_dense, top_background, top3_dense, top3_background, term_coverage, bm25_max }
+    Ranking { hits, top_dense, top_background, top3_dense, top3_background, term_coverage, bm25_max }
 }
 
 fn coverage(index: &ArchivedIndex, analyzer: &Analyzer, question: &str) -> f32 {
@@ -180,16 +183,18 @@ fn coverage(index: &ArchivedIndex, analyzer: &Analyzer, question: &str) -> f32 {
 }
 
 struct Bm25 {
-    scores: HashMap<u32, f32>,
+    /// One score per chunk (zero where no question term occurs).
+    scores: Vec<f32>,
     /// The largest share of the question's idf mass that one chunk contains.
     coverage: f32,
 }
 
 fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, params: &Params) -> Bm25 {
-    let mut scores = HashMap::new();
-    let mut matched: HashMap<u32, f32> = HashMap::new();
+    let n_chunks = index.chunks.len();
+    let mut scores = vec![0f32; n_chunks];
+    let mut matched = vec![0f32; n_chunks];
     let mut total_idf = 0.0f32;
-    let n = index.chunks.len() as f32;
+    let n = n_chunks as f32;
     let avg = index.avg_chunk_len.to_native().max(1.0);
     let mut seen: Vec<u32> = Vec::new();
     analyzer.for_each_term(question, |term| {
@@ -206,20 +211,25 @@ fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, param
         else {
             return;
         };
-        let Some(postings) = index.postings.get(start.to_native() as usize..end.to_native() as usize) else { return };
-        let df = postings.len() as f32;
+        let range = start.to_native() as usize..end.to_native() as usize;
+        let (Some(chunks), Some(tfs)) = (index.posting_chunks.get(range.clone()), index.posting_tfs.get(range)) else {
+            return;
+        };
+        let df = chunks.len() as f32;
         let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
         total_idf += idf;
-        for p in postings {
-            let chunk = p.chunk.to_native();
-            let tf = p.tf.to_native() as f32;
-            let len = index.chunk_lens.get(chunk as usize).map_or(avg, |l| l.to_native() as f32);
-            let s = idf * tf * (params.k1 + 1.0) / (tf + params.k1 * (1.0 - params.b + params.b * len / avg));
-            *scores.entry(chunk).or_insert(0.0) += s;
-            *matched.entry(chunk).or_insert(0.0) += idf;
+        let k1 = params.k1;
+        for (chunk, tf) in chunks.iter().zip(tfs) {
+            let c = chunk.to_native() as usize;
+            let tf = f32::from(tf.to_native());
+            let len = index.chunk_lens.get(c).map_or(avg, |l| l.to_native() as f32);
+            if let (Some(score), Some(m)) = (scores.get_mut(c), matched.get_mut(c)) {
+                *score += idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - params.b + params.b * len / avg));
+                *m += idf;
+            }
         }
     });
-    let best = matched.values().copied().fold(0.0f32, f32::max);
+    let best = matched.iter().copied().fold(0.0f32, f32::max);
     Bm25 { scores, coverage: if total_idf > 0.0 { best / total_idf } else { 0.0 } }
 }
 

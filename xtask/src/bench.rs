@@ -13,9 +13,24 @@ use anyhow::{Context as _, Result, bail};
 const BENCH_KEY: &str = "YmVuY2htYXJrLWtleS1ub3QtZm9yLXJlYWwtdXNlLTA=";
 
 struct Kb {
-    name: &'static str,
+    name: String,
     dir: PathBuf,
     question: &'static str,
+}
+
+/// One row of the results table.
+struct Row {
+    name: String,
+    chunks: u64,
+    compile: Duration,
+    incremental: Option<Duration>,
+    size: u64,
+    cold_start: Duration,
+    baseline: Duration,
+    p50: f64,
+    p99: f64,
+    rss_kib: u64,
+    http_rps: Option<f64>,
 }
 
 pub fn run(root: &Path, quick: bool) -> Result<()> {
@@ -31,72 +46,180 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     let work = root.join("target/bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let seed = fixed_seed_kb(root, &work)?;
-    let kbs = vec![
-        Kb { name: "data/", dir: root.join("data"), question: "What kind of robots do you build?" },
-        Kb { name: "seed-kb (fixed)", dir: seed, question: "What did you do at Autodesk?" },
-    ];
-    let runs = if quick { 3 } else { 60 };
+    let mut kbs = Vec::new();
+    if !quick {
+        kbs.push(Kb { name: "data/".into(), dir: root.join("data"), question: "What kind of robots do you build?" });
+        kbs.push(Kb {
+            name: "seed-kb (fixed)".into(),
+            dir: fixed_seed_kb(root, &work)?,
+            question: "What did you do at Autodesk?",
+        });
+    }
+    let sizes: &[usize] = if quick { &[1_000] } else { &[1_000, 10_000, 100_000] };
+    for &n in sizes {
+        let dir = work.join(format!("synthetic-{n}"));
+        crate::synth::generate(&dir, n)?;
+        kbs.push(Kb {
+            name: format!("synthetic {n}"),
+            dir,
+            question: "Which book about sourdough baking changed how you think?",
+        });
+    }
+    let wrk = !quick && ensure_wrk();
     println!(
-        "| knowledge base | compile (cold cache) | compile (warm cache) | artifact | cold start p50 (exec → first answer) | baseline exec p50 | query p50 | query p99 | peak RSS |"
+        "| knowledge base | chunks | full compile | incremental (1 file changed) | artifact | cold start p50 | baseline exec p50 | query p50 | query p99 | peak RSS | HTTP req/s (wrk, 64 conn, 10 s) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for kb in &kbs {
-        let out = work.join(format!("{}.lore", kb.name.replace(['/', ' ', '(', ')'], "")));
-        let cache = work.join("cache");
-        let _ = std::fs::remove_dir_all(&cache);
-        let lorec = |cache: &Path| -> Result<Duration> {
-            let t = Instant::now();
-            let status = Command::new(bin.join("lorec"))
-                .arg("build")
-                .arg(&kb.dir)
-                .arg("-o")
-                .arg(&out)
-                .arg("--model")
-                .arg(&model)
-                .arg("--cache-dir")
-                .arg(cache)
-                .env("LORE_KEY", BENCH_KEY)
-                .env("LORE_LOG", "warn")
-                .status()?;
-            if !status.success() {
-                bail!("lorec build {} failed", kb.dir.display());
-            }
-            Ok(t.elapsed())
-        };
-        let cold = lorec(&cache)?;
-        let warm = lorec(&cache)?;
-        let size = std::fs::metadata(&out)?.len();
-
-        let mut starts = Vec::new();
-        let mut baseline = Vec::new();
-        for _ in 0..runs {
-            baseline.push(time_exec(&bin.join("lore"), &["--version"])?);
-            let (t, line) = cold_start(&bin.join("lore"), &out, kb.question)?;
-            let answer: serde_json::Value = serde_json::from_str(&line).context("answer is not JSON")?;
-            if answer["hits"].as_array().is_none_or(|h| h.is_empty()) {
-                bail!("{}: the benchmark question got no hits: {line}", kb.name);
-            }
-            starts.push(t);
-        }
-        let (p50, p99, rss) = in_process(&bin.join("lore"), &out, if quick { 200 } else { 5000 })?;
+        let row = measure(&bin, &model, &work, kb, quick, wrk)?;
         println!(
-            "| {} | {} | {} | {:.1} MiB | {} | {} | {:.1} µs | {:.1} µs | {:.1} MiB |",
-            kb.name,
-            ms(cold),
-            ms(warm),
-            size as f64 / (1024.0 * 1024.0),
-            ms(median(&mut starts)),
-            ms(median(&mut baseline)),
-            p50,
-            p99,
-            rss as f64 / 1024.0
+            "| {} | {} | {} | {} | {:.1} MiB | {} | {} | {:.1} µs | {:.1} µs | {:.1} MiB ({:.2}× artifact) | {} |",
+            row.name,
+            row.chunks,
+            ms(row.compile),
+            row.incremental.map_or("–".into(), |d| format!(
+                "{} ({:.0}% of full)",
+                ms(d),
+                100.0 * d.as_secs_f64() / row.compile.as_secs_f64()
+            )),
+            row.size as f64 / (1024.0 * 1024.0),
+            ms(row.cold_start),
+            ms(row.baseline),
+            row.p50,
+            row.p99,
+            row.rss_kib as f64 / 1024.0,
+            row.rss_kib as f64 * 1024.0 / row.size as f64,
+            row.http_rps.map_or("–".into(), |r| format!("{r:.0}")),
         );
     }
     if quick {
         println!("bench --quick: pipeline ok (timings from a debug build are not benchmark figures)");
     }
     Ok(())
+}
+
+fn lorec_build(bin: &Path, model: &Path, dir: &Path, out: &Path, cache: Option<&Path>) -> Result<(Duration, u64)> {
+    let mut cmd = Command::new(bin.join("lorec"));
+    cmd.arg("build")
+        .arg(dir)
+        .arg("-o")
+        .arg(out)
+        .arg("--model")
+        .arg(model)
+        .env("LORE_KEY", BENCH_KEY)
+        .env("LORE_LOG", "info")
+        .env("LORE_LOG_FORMAT", "json");
+    match cache {
+        Some(c) => cmd.arg("--cache-dir").arg(c),
+        None => cmd.arg("--no-cache"),
+    };
+    let t = Instant::now();
+    let output = cmd.stderr(Stdio::piped()).output()?;
+    let elapsed = t.elapsed();
+    if !output.status.success() {
+        bail!("lorec build {} failed:\n{}", dir.display(), String::from_utf8_lossy(&output.stderr));
+    }
+    let log = String::from_utf8_lossy(&output.stderr);
+    let chunks = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["fields"]["chunks"].as_u64())
+        .unwrap_or(0);
+    Ok((elapsed, chunks))
+}
+
+fn measure(bin: &Path, model: &Path, work: &Path, kb: &Kb, quick: bool, wrk: bool) -> Result<Row> {
+    let slug: String = kb.name.chars().filter(|c| c.is_alphanumeric()).collect();
+    let out = work.join(format!("{slug}.lore"));
+    let (compile, chunks) = lorec_build(bin, model, &kb.dir, &out, None)?;
+    let incremental = if kb.name.starts_with("synthetic") {
+        let cache = work.join(format!("{slug}-cache"));
+        lorec_build(bin, model, &kb.dir, &out, Some(&cache))?;
+        crate::synth::touch_one(&kb.dir)?;
+        Some(lorec_build(bin, model, &kb.dir, &out, Some(&cache))?.0)
+    } else {
+        None
+    };
+    let size = std::fs::metadata(&out)?.len();
+    let runs = if quick { 3 } else { 30 };
+    let mut starts = Vec::new();
+    let mut baseline = Vec::new();
+    for _ in 0..runs {
+        baseline.push(time_exec(&bin.join("lore"), &["--version"])?);
+        let (t, line) = cold_start(&bin.join("lore"), &out, kb.question)?;
+        let answer: serde_json::Value = serde_json::from_str(&line).context("answer is not JSON")?;
+        if answer["hits"].as_array().is_none_or(|h| h.is_empty()) {
+            bail!("{}: the benchmark question got no hits: {line}", kb.name);
+        }
+        starts.push(t);
+    }
+    let (p50, p99, rss_kib) = in_process(&bin.join("lore"), &out, if quick { 200 } else { 3000 })?;
+    let http_rps = if wrk { Some(http_throughput(&bin.join("lore"), &out)?) } else { None };
+    Ok(Row {
+        name: kb.name.clone(),
+        chunks,
+        compile,
+        incremental,
+        size,
+        cold_start: median(&mut starts),
+        baseline: median(&mut baseline),
+        p50,
+        p99,
+        rss_kib,
+        http_rps,
+    })
+}
+
+/// wrk is a Debian package; install it when missing (the bench needs root, as CI has).
+fn ensure_wrk() -> bool {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return true;
+    }
+    eprintln!("installing wrk from Debian");
+    let ok = Command::new("apt-get").args(["install", "-y", "-q", "wrk"]).status().is_ok_and(|s| s.success())
+        || (Command::new("apt-get").args(["update", "-q"]).status().is_ok_and(|s| s.success())
+            && Command::new("apt-get").args(["install", "-y", "-q", "wrk"]).status().is_ok_and(|s| s.success()));
+    if !ok {
+        eprintln!("wrk is unavailable; skipping the HTTP column");
+    }
+    ok
+}
+
+/// Requests per second that `lore serve --http` sustains on loopback, measured with wrk
+/// (64 connections, 2 threads, 10 s) asking one question over GET.
+fn http_throughput(lore: &Path, artifact: &Path) -> Result<f64> {
+    let mut child = Command::new(lore)
+        .arg("serve")
+        .arg(artifact)
+        .args(["--http", "127.0.0.1:0"])
+        .env("LORE_KEY", BENCH_KEY)
+        .env("LORE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            bail!("lore serve exited before listening");
+        }
+        if let Some(rest) = line.trim().strip_prefix("lore: listening on http://") {
+            break rest.to_string();
+        }
+    };
+    let url = format!("http://{addr}/v1/query?q=what%20do%20you%20like%20to%20read&k=5");
+    let out = Command::new("wrk").args(["-t2", "-c64", "-d10s", &url]).output()?;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Non-2xx") {
+        bail!("wrk saw errors:\n{text}");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:").and_then(|v| v.trim().parse().ok()))
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))
 }
 
 fn ms(d: Duration) -> String {
@@ -129,7 +252,7 @@ fn cold_start(lore: &Path, artifact: &Path, question: &str) -> Result<(Duration,
         .stdout(Stdio::piped())
         .spawn()?;
     let mut stdin = child.stdin.take().context("stdin")?;
-    writeln!(stdin, "{}", serde_json::json!({"q": question}))?;
+    writeln!(stdin, "{}", serde_json::json!({"q": question, "include_off_topic": true}))?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
     let elapsed = t.elapsed();
@@ -163,7 +286,11 @@ fn in_process(lore: &Path, artifact: &Path, n: usize) -> Result<(f64, f64, u64)>
     let mut reader = BufReader::new(child.stdout.take().context("stdout")?);
     let mut took = Vec::with_capacity(n);
     for i in 0..n {
-        writeln!(stdin, "{}", serde_json::json!({"q": questions[i % questions.len()], "k": 5}))?;
+        writeln!(
+            stdin,
+            "{}",
+            serde_json::json!({"q": questions[i % questions.len()], "k": 5, "include_off_topic": true})
+        )?;
         let mut line = String::new();
         reader.read_line(&mut line)?;
         let v: serde_json::Value = serde_json::from_str(&line)?;

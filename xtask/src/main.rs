@@ -6,6 +6,7 @@ mod bench;
 mod eval;
 mod model;
 mod scifact;
+mod synth;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
