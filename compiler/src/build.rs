@@ -224,6 +224,8 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         }
     }
 
+    let mut phase = Phase::start();
+    phase.done("embed");
     // Chunk records, packed into text blocks of about TEXT_BLOCK_BYTES.
     let encrypt = opts.key.is_some();
     let mut refs = Vec::with_capacity(chunks.len());
@@ -276,6 +278,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         stored_blocks.push(stored);
     }
 
+    phase.done("text blocks");
     // BM25 postings, chunk ids increasing within each term.
     let analyzer = Analyzer::default();
     let mut terms: HashMap<String, u32> = HashMap::new();
@@ -332,6 +335,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
             DenseVectors::I8 { values, scales }
         }
     };
+    phase.done("bm25 and vectors");
     let calibration = calibrate(embedder, &mut vectors_cache)?;
     vectors_cache.save();
 
@@ -357,6 +361,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         terms: index.terms.len() as u32,
         text_blocks: index.blocks.len() as u32,
     };
+    phase.done("calibration");
     let index_bytes = rkyv::to_bytes::<rancor::Error>(&index).expect("serialising into memory cannot fail");
     let model_bytes =
         rkyv::to_bytes::<rancor::Error>(&embedder.model_section()).expect("serialising into memory cannot fail");
@@ -419,7 +424,9 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         sections: Vec::new(),
         counts,
     };
+    phase.done("serialise");
     let bytes = format::write_container(header, &plans, opts.key);
+    phase.done("seal");
     let header = format::OpenedContainer::open(&bytes).expect("a freshly written artifact opens").header;
     Ok(Built {
         bytes,
@@ -442,6 +449,19 @@ pub fn auto_profile<'a>(chunk_sources: impl Iterator<Item = &'a str>) -> format:
         }
     }
     if total > 0 && documents * 2 >= total { format::profiles::DOCUMENTS } else { format::profiles::PERSONA }
+}
+
+/// Debug-level timing of build phases (`LORE_LOG=debug`).
+struct Phase(std::time::Instant);
+
+impl Phase {
+    fn start() -> Phase {
+        Phase(std::time::Instant::now())
+    }
+    fn done(&mut self, name: &str) {
+        tracing::debug!(phase = name, ms = self.0.elapsed().as_millis() as u64, "build phase");
+        self.0 = std::time::Instant::now();
+    }
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {

@@ -227,7 +227,9 @@ fn run(cli: Cli) -> Result<()> {
             let cache_dir = cache_dir.unwrap_or_else(|| default_cache_dir(&output));
             let cache = (!no_cache).then(|| Cache::new(&cache_dir));
             let fingerprint = embedder.fingerprint();
+            let t = std::time::Instant::now();
             let checked = build::check(&dir, cache.as_ref().map(|c| (c, &fingerprint)));
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "check");
             report(&checked, deny.is_some(), color)?;
             let bar = progress_bar(checked.sources.len());
             let progress = |done: usize, _total: usize| {
@@ -261,8 +263,10 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
             }
+            let t = std::time::Instant::now();
             compiler::atomic_write(&output, &built.bytes)
                 .with_context(|| format!("cannot write {}", output.display()))?;
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "write");
             tracing::info!(
                 artifact = %output.display(),
                 build_id = %built.header.build_id,

@@ -400,3 +400,67 @@ impl<'a> OpenedContainer<'a> {
         self.bytes.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Counts, EmbedderInfo};
+
+    fn header(cipher: Cipher) -> Header {
+        Header {
+            artifact_version: "t".into(),
+            build_id: "00".into(),
+            created_unix: 0,
+            compiler: "test".into(),
+            audience: "public".into(),
+            embedder: EmbedderInfo {
+                kind: "static".into(),
+                id: "m".into(),
+                dims: 1,
+                vocab_size: 1,
+                weights_sha256: [0; 32],
+            },
+            cipher,
+            sources: Vec::new(),
+            sections: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    fn plan(kind: SectionKind, plain: &[u8], encrypt: bool, stripe_len: usize) -> SectionPlan {
+        SectionPlan {
+            kind,
+            stripe_len: stripe_len as u64,
+            encrypt,
+            compression: Compression::None,
+            plain_len: plain.len() as u64,
+            plain_sha256: Sha256::digest(plain).into(),
+            blocks: if stripe_len > 0 { stripes(plain, stripe_len) } else { vec![plain.to_vec()] },
+        }
+    }
+
+    #[test]
+    fn striped_sections_open_in_parallel_and_detect_tampering() {
+        let key = Key::from_bytes([5; 32]);
+        let index: Vec<u8> = (0..10_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let plans = [
+            plan(SectionKind::Model, b"model", false, 0),
+            plan(SectionKind::Index, &index, true, 1000),
+            plan(SectionKind::Texts, b"", true, 0),
+        ];
+        let bytes =
+            write_container(header(Cipher::Aes256Gcm { key_id: key.id().0, salt: [1; 16] }), &plans, Some(&key));
+        let opened = OpenedContainer::open(&bytes).expect("opens");
+        assert_eq!(opened.section(SectionKind::Index).stripe_len, 1000);
+        let sealer = opened.sealer(Some(&key)).expect("key matches");
+        assert_eq!(opened.open_section(sealer.as_ref(), SectionKind::Index).expect("decrypts").as_slice(), &index[..]);
+        // A flipped bit in the last stripe is caught.
+        let mut bad = bytes.clone();
+        let s = opened.section(SectionKind::Index);
+        bad[(s.offset + s.stored_len - 3) as usize] ^= 1;
+        let reopened = OpenedContainer::open(&bad).expect("structure is intact");
+        let sealer = reopened.sealer(Some(&key)).expect("key matches");
+        assert!(matches!(reopened.open_section(sealer.as_ref(), SectionKind::Index), Err(ContainerError::Seal(_))));
+        assert!(reopened.verify_bytes().is_err());
+    }
+}

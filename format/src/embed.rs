@@ -126,8 +126,9 @@ pub fn normalize_in_place(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x /= norm);
 }
 
-/// Dot product; vectors are unit length, so this is the cosine similarity.
-#[inline]
+/// Dot product; vectors are unit length, so this is the cosine similarity. Always inlined, so
+/// the multiversioned row loops compile it for their instruction set.
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent accumulators let the compiler vectorise without reassociating floats.
     let mut acc = [0f32; 8];
@@ -152,8 +153,9 @@ pub fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
     (v.iter().map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8).collect(), scale)
 }
 
-/// Integer dot product of two int8 vectors.
-#[inline]
+/// Integer dot product of two int8 vectors. Always inlined, so the multiversioned row loops
+/// compile it for their instruction set.
+#[inline(always)]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     // i16 products summed in i32 lanes: the shape compilers turn into pmaddwd.
     let mut acc = [0i32; 16];
@@ -183,5 +185,62 @@ mod tests {
         let exact = dot(&a, &b);
         assert!((approx - exact).abs() < 0.01 * exact.abs().max(1.0), "{approx} vs {exact}");
         assert_eq!(quantize(&[0.0, 0.0]), (vec![0, 0], 0.0));
+    }
+}
+
+/// Rows at or above which scoring is split across threads.
+const PARALLEL_ROWS: usize = 32_768;
+
+/// Similarity of the unit query `q` to every row of `values` (`rows × dims`, f32), appended
+/// to `out`. Compiled for several instruction sets and picked at run time.
+pub fn score_rows_f32(values: &[f32], dims: usize, q: &[f32], out: &mut Vec<f32>) {
+    let start = out.len();
+    out.resize(start + values.len() / dims.max(1), 0.0);
+    let dst = &mut out[start..];
+    split(values, dims, dst, |rows, dst| rows_f32(rows, dims, q, dst));
+}
+
+/// Like [`score_rows_f32`] for int8 rows with per-row scales: `q` is quantised once.
+pub fn score_rows_i8(values: &[i8], scales: &[f32], dims: usize, q: &[f32], out: &mut Vec<f32>) {
+    let (q8, qscale) = quantize(q);
+    let start = out.len();
+    out.resize(start + values.len() / dims.max(1), 0.0);
+    let dst = &mut out[start..];
+    split(values, dims, dst, |rows, dst| {
+        let first = (rows.as_ptr() as usize - values.as_ptr() as usize) / dims.max(1);
+        rows_i8(rows, &scales[first..first + dst.len()], dims, &q8, qscale, dst);
+    });
+}
+
+/// Run `f` over row ranges, on two threads when there are enough rows to pay for them.
+fn split<T: Sync>(values: &[T], dims: usize, dst: &mut [f32], f: impl Fn(&[T], &mut [f32]) + Sync) {
+    let rows = dst.len();
+    let threads =
+        if rows >= PARALLEL_ROWS { std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) } else { 1 };
+    if threads <= 1 || dims == 0 {
+        f(&values[..rows * dims], dst);
+        return;
+    }
+    let per = rows.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (i, part) in dst.chunks_mut(per).enumerate() {
+            let rows = &values[i * per * dims..(i * per + part.len()) * dims];
+            let f = &f;
+            scope.spawn(move || f(rows, part));
+        }
+    });
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+fn rows_f32(values: &[f32], dims: usize, q: &[f32], dst: &mut [f32]) {
+    for (row, out) in values.chunks_exact(dims).zip(dst) {
+        *out = dot(row, q);
+    }
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+fn rows_i8(values: &[i8], scales: &[f32], dims: usize, q: &[i8], qscale: f32, dst: &mut [f32]) {
+    for ((row, s), out) in values.chunks_exact(dims).zip(scales).zip(dst) {
+        *out = dot_i8(row, q) as f32 * qscale * s;
     }
 }

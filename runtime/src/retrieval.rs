@@ -6,7 +6,7 @@
 use format::ArchivedDenseVectors;
 use format::ArchivedIndex;
 use format::analyze::Analyzer;
-use format::embed::{dot, dot_i8, quantize};
+use format::embed::{dot, score_rows_f32, score_rows_i8};
 
 use crate::mapped::native_f32;
 
@@ -103,15 +103,49 @@ fn dense_scores(index: &ArchivedIndex, qvec: &[f32], out: &mut Vec<f32>) {
         return;
     }
     match &index.vectors {
-        ArchivedDenseVectors::F32(v) => out.extend(native_f32(v).chunks_exact(dims).map(|row| dot(row, qvec))),
+        ArchivedDenseVectors::F32(v) => score_rows_f32(native_f32(v), dims, qvec, out),
         ArchivedDenseVectors::I8 { values, scales } => {
-            let (q, qscale) = quantize(qvec);
-            let values: &[i8] = values.as_slice();
-            let scales = native_f32(scales);
-            out.extend(values.chunks_exact(dims).zip(scales).map(|(row, s)| dot_i8(row, &q) as f32 * qscale * s));
+            score_rows_i8(values.as_slice(), native_f32(scales), dims, qvec, out)
         }
     }
     out.resize(index.chunks.len(), 0.0);
+}
+
+/// The `k` best (score, chunk) pairs, best first; ties go to the lower chunk number. One pass
+/// with a min-heap of size `k`, so ranking costs O(n log k), not a sort of every chunk.
+fn top_k(k: usize, scores: impl Iterator<Item = f32>) -> Vec<(f32, u32)> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    #[derive(PartialEq)]
+    struct Entry(f32, u32);
+    impl Eq for Entry {}
+    impl PartialOrd for Entry {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Entry {
+        // Greater = better: higher score, then lower chunk number.
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+        }
+    }
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::with_capacity(k + 1);
+    for (i, score) in scores.enumerate() {
+        let entry = Entry(score, i as u32);
+        if heap.len() < k {
+            heap.push(Reverse(entry));
+        } else if heap.peek().is_some_and(|worst| entry > worst.0) {
+            heap.pop();
+            heap.push(Reverse(entry));
+        }
+    }
+    let mut best: Vec<(f32, u32)> = heap.into_iter().map(|Reverse(e)| (e.0, e.1)).collect();
+    best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    best
 }
 
 /// Score every chunk and keep the best `k`.
@@ -133,18 +167,9 @@ pub fn rank(
     let bm25_max = bm25.iter().copied().fold(0.0f32, f32::max);
     let bm25_weight = params.bm25_weight + (params.bm25_weight_full - params.bm25_weight) * lexical;
     let inv_max = if bm25_max > 0.0 { 1.0 / bm25_max } else { 0.0 };
-    let fused: Vec<f32> = (0..n).map(|i| params.dense_weight * dense[i] + bm25_weight * bm25[i] * inv_max).collect();
-    let order = |a: &u32, b: &u32| fused[*b as usize].total_cmp(&fused[*a as usize]).then(a.cmp(b));
-    let mut best: Vec<u32> = (0..n as u32).collect();
-    let k = k.min(n);
-    if k > 0 && k < n {
-        best.select_nth_unstable_by(k - 1, order);
-    }
-    best.truncate(k);
-    best.sort_by(order);
-    let hits = best
+    let hits = top_k(k.min(n), (0..n).map(|i| params.dense_weight * dense[i] + bm25_weight * bm25[i] * inv_max))
         .into_iter()
-        .map(|c| Scored { chunk: c, score: fused[c as usize], dense: dense[c as usize], bm25: bm25[c as usize] })
+        .map(|(score, c)| Scored { chunk: c, score, dense: dense[c as usize], bm25: bm25[c as usize] })
         .collect();
 
     let background = native_f32(&index.calibration.background);
@@ -240,4 +265,17 @@ pub fn on_topic(index: &ArchivedIndex, ranking: &Ranking) -> bool {
     let c = &index.calibration;
     let margin = ranking.top3_dense - ranking.top3_background + c.coverage_weight.to_native() * ranking.term_coverage;
     ranking.top_dense >= c.min_similarity.to_native() && margin >= c.min_margin.to_native()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_k;
+
+    #[test]
+    fn top_k_keeps_the_best_in_order_with_stable_ties() {
+        let scores = [0.1, 0.9, 0.5, 0.9, -1.0, 0.7];
+        assert_eq!(top_k(3, scores.into_iter()), vec![(0.9, 1), (0.9, 3), (0.7, 5)]);
+        assert_eq!(top_k(10, scores.into_iter()).len(), 6);
+        assert!(top_k(0, scores.into_iter()).is_empty());
+    }
 }

@@ -71,6 +71,17 @@ fn sealed_artifact_round_trip_and_inspect() {
 }
 
 #[test]
+fn f32_and_int8_vectors_both_answer() {
+    let tmp = TempDir::new("vec");
+    for vectors in ["f32", "int8"] {
+        let out = small_artifact(&tmp, &["--vectors", vectors]);
+        let answer = query(&out, Some(TEST_KEY));
+        assert_eq!(answer.code, 0, "{vectors}: {}", answer.stderr);
+        assert!(answer.stdout.contains("jobs.yaml#/jobs/0"), "{vectors}: {}", answer.stdout);
+    }
+}
+
+#[test]
 fn wrong_or_missing_key_is_named_as_such() {
     let tmp = TempDir::new("art");
     let out = small_artifact(&tmp, &[]);
