@@ -77,8 +77,44 @@ fn test(root: &Path) -> Result<()> {
     }
     // The integration tests drive the real binaries, so build them first.
     run_checked(cargo().args(["build", "--workspace", "--bins", "--all-features"]))?;
-    run_checked(cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]))?;
-    run_checked(cargo().args(["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"]))
+    let (passed, failed) = run_tests()?;
+    run_checked(cargo().args(["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"]))?;
+    // One closing line for the whole suite, so CI reads the total, not the last binary's.
+    println!("tests: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} test(s) failed");
+    }
+    Ok(())
+}
+
+/// Run every test (no doctests: there are none), echoing cargo's output and totting up the
+/// `test result:` lines.
+fn run_tests() -> Result<(usize, usize)> {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--all-features", "--all-targets", "--no-fail-fast"])
+        .stdout(std::process::Stdio::piped());
+    eprintln!("$ {cmd:?}");
+    let mut child = cmd.spawn().context("cannot start cargo test")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().context("stdout")?).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';').find_map(|part| {
+                    part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse::<usize>().ok())
+                })
+            };
+            passed += count("passed").unwrap_or(0);
+            failed += count("failed").unwrap_or(0);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && failed == 0 {
+        bail!("cargo test failed with {status}");
+    }
+    Ok((passed, failed))
 }
 
 fn demo(root: &Path, addr: &str) -> Result<()> {
