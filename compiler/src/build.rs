@@ -178,8 +178,9 @@ const BACKGROUND_QUESTIONS: &str = include_str!("background_questions.txt");
 /// Topic rule (see `format::Calibration` and EVALUATION.md): how much closer a question must
 /// be to this knowledge base than to the generic background questions, counting lexical
 /// coverage too. Chosen on the persona development sets.
-pub const TOPIC_MIN_MARGIN: f32 = 0.06;
-pub const TOPIC_COVERAGE_WEIGHT: f32 = 0.25;
+pub const TOPIC_MIN_MARGIN: f32 = 0.04;
+pub const TOPIC_PROBE_WEIGHT: f32 = 0.5;
+pub const TOPIC_COVERAGE_WEIGHT: f32 = 0.35;
 
 /// Below this best-chunk similarity nothing in the knowledge base is related at all.
 pub const TOPIC_MIN_SIMILARITY: f32 = 0.15;
@@ -336,7 +337,8 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         }
     };
     phase.done("bm25 and vectors");
-    let calibration = calibrate(embedder, &mut vectors_cache)?;
+    let titles: Vec<&str> = chunks.iter().map(|(_, c, _)| c.title.as_str()).collect();
+    let calibration = calibrate(embedder, &mut vectors_cache, &titles)?;
     vectors_cache.save();
 
     let fusion = opts
@@ -472,13 +474,20 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// Embed the background questions into the artifact: at query time a question is on topic
 /// when it is closer to this knowledge base than to generic questions (by the margin).
-fn calibrate(embedder: &Embedder, cache: &mut EmbeddingCache) -> Result<Calibration, EmbedderError> {
+fn calibrate(embedder: &Embedder, cache: &mut EmbeddingCache, titles: &[&str]) -> Result<Calibration, EmbedderError> {
     let questions: Vec<&str> = BACKGROUND_QUESTIONS.lines().filter(|l| !l.trim().is_empty()).collect();
     let background = cache.embed(embedder, &questions)?.concat();
+    let step = titles.len().div_ceil(format::MAX_PROBES).max(1);
+    let probe_texts: Vec<String> =
+        titles.iter().step_by(step).map(|t| format!("What can you tell me about {t}?")).collect();
+    let probe_refs: Vec<&str> = probe_texts.iter().map(String::as_str).collect();
+    let probes = cache.embed(embedder, &probe_refs)?.concat();
     Ok(Calibration {
         background,
+        probes,
         min_similarity: TOPIC_MIN_SIMILARITY,
         min_margin: TOPIC_MIN_MARGIN,
+        probe_weight: TOPIC_PROBE_WEIGHT,
         coverage_weight: TOPIC_COVERAGE_WEIGHT,
     })
 }

@@ -232,17 +232,25 @@ pub enum DenseVectors {
     I8 { values: Vec<i8>, scales: Vec<f32> },
 }
 
+/// Most probe questions an artifact carries.
+pub const MAX_PROBES: usize = 4096;
+
 /// How strongly a question must match before it counts as on topic; see EVALUATION.md.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Calibration {
     /// Embeddings of generic off-topic questions, `background_len × dims`.
     pub background: Vec<f32>,
+    /// Embeddings of questions generated from this knowledge base's own chunk titles
+    /// (at most [`MAX_PROBES`]), `probes × dims`: on-topic questions in a visitor's phrasing.
+    pub probes: Vec<f32>,
     /// Minimum best-chunk similarity for a question to be on topic.
     pub min_similarity: f32,
-    /// A question is on topic when `mean of its 3 best chunk similarities − mean of its 3 best
+    /// A question is on topic when `(1 − probe_weight) × mean of its 3 best chunk
+    /// similarities + probe_weight × mean of its 3 best probe similarities − mean of its 3 best
     /// background similarities + coverage_weight × idf-weighted share of its terms found in
     /// the knowledge base` reaches this.
     pub min_margin: f32,
+    pub probe_weight: f32,
     pub coverage_weight: f32,
 }
 

@@ -75,6 +75,8 @@ pub struct Ranking {
     pub top3_dense: f32,
     /// Mean of the three best background similarities.
     pub top3_background: f32,
+    /// Mean of the three best similarities to questions generated from chunk titles.
+    pub top3_probe: f32,
     /// Share of the question's analysed terms that occur in the knowledge base, weighted by idf.
     pub term_coverage: f32,
     /// Best raw BM25 score.
@@ -181,8 +183,14 @@ pub fn rank(
     let top_background = bg.iter().copied().fold(0.0f32, f32::max);
     let top3_dense = mean_top3(dense.iter().copied());
     let top3_background = mean_top3(bg.iter().copied());
+    let probes = native_f32(&index.calibration.probes);
+    let top3_probe = if dims == qvec.len() && dims > 0 {
+        mean_top3(probes.chunks_exact(dims).map(|row| dot(row, qvec)))
+    } else {
+        0.0
+    };
     let term_coverage = coverage(index, analyzer, question);
-    Ranking { hits, top_dense, top_background, top3_dense, top3_background, term_coverage, bm25_max }
+    Ranking { hits, top_dense, top_background, top3_dense, top3_background, top3_probe, term_coverage, bm25_max }
 }
 
 fn coverage(index: &ArchivedIndex, analyzer: &Analyzer, question: &str) -> f32 {
@@ -263,7 +271,9 @@ fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, param
 /// lexical coverage counted in. Thresholds come from the artifact; EVALUATION.md has the method.
 pub fn on_topic(index: &ArchivedIndex, ranking: &Ranking) -> bool {
     let c = &index.calibration;
-    let margin = ranking.top3_dense - ranking.top3_background + c.coverage_weight.to_native() * ranking.term_coverage;
+    let pw = c.probe_weight.to_native();
+    let closeness = (1.0 - pw) * ranking.top3_dense + pw * ranking.top3_probe;
+    let margin = closeness - ranking.top3_background + c.coverage_weight.to_native() * ranking.term_coverage;
     ranking.top_dense >= c.min_similarity.to_native() && margin >= c.min_margin.to_native()
 }
 
