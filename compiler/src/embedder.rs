@@ -29,6 +29,10 @@ pub enum Embedder {
     /// An OpenAI-compatible embeddings API.
     #[cfg(feature = "openai")]
     OpenAi { client: embed_openai::Client, model: String, dims: u32 },
+    /// A BERT-family sentence-transformers model (all-MiniLM-L6-v2), stored whole in the
+    /// artifact so the runtime can embed questions the same way.
+    #[cfg(feature = "minilm")]
+    MiniLm { model: embed_minilm::MiniLm, parts: format::TransformerParts, id: String, sha256: [u8; 32] },
 }
 
 impl Embedder {
@@ -40,7 +44,7 @@ impl Embedder {
                     EmbedderError::Load(format!("{e} (hint: `cargo xtask fetch-model`, or pass --model DIR)"))
                 })
             }
-            None if spec == "minilm" => Err(EmbedderError::NotCompiled("minilm")),
+            None if spec == "minilm" => Self::minilm(model_dir),
             Some(("openai", model)) if !model.is_empty() => Self::openai(model),
             _ => Err(EmbedderError::Unknown(spec.to_string())),
         }
@@ -61,11 +65,45 @@ impl Embedder {
         Err(EmbedderError::NotCompiled("openai"))
     }
 
+    #[cfg(feature = "minilm")]
+    fn minilm(dir: &Path) -> Result<Embedder, EmbedderError> {
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).map_err(|e| {
+                EmbedderError::Load(format!(
+                    "cannot read {}: {e} (hint: `cargo xtask fetch-model`, or pass --model DIR)",
+                    dir.join(name).display()
+                ))
+            })
+        };
+        let (config, tokenizer, weights) = (read("config.json")?, read("tokenizer.json")?, read("model.safetensors")?);
+        let model = embed_minilm::MiniLm::from_parts(&config, &tokenizer, &weights)
+            .map_err(|e| EmbedderError::Load(e.to_string()))?;
+        let text = |bytes: Vec<u8>, name: &str| {
+            String::from_utf8(bytes).map_err(|_| EmbedderError::Load(format!("{name} is not UTF-8")))
+        };
+        let sha256 = Sha256::digest(&weights).into();
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let id = if name == "all-MiniLM-L6-v2" { "sentence-transformers/all-MiniLM-L6-v2".to_string() } else { name };
+        let parts = format::TransformerParts {
+            config_json: text(config, "config.json")?,
+            tokenizer_json: text(tokenizer, "tokenizer.json")?,
+            weights,
+        };
+        Ok(Embedder::MiniLm { model, parts, id, sha256 })
+    }
+
+    #[cfg(not(feature = "minilm"))]
+    fn minilm(_dir: &Path) -> Result<Embedder, EmbedderError> {
+        Err(EmbedderError::NotCompiled("minilm"))
+    }
+
     pub fn dims(&self) -> usize {
         match self {
             Embedder::Static(m) => m.table.dims as usize,
             #[cfg(feature = "openai")]
             Embedder::OpenAi { dims, .. } => *dims as usize,
+            #[cfg(feature = "minilm")]
+            Embedder::MiniLm { model, .. } => model.dims(),
         }
     }
 
@@ -81,6 +119,8 @@ impl Embedder {
                 .chain_update(model.as_bytes())
                 .finalize()
                 .into(),
+            #[cfg(feature = "minilm")]
+            Embedder::MiniLm { sha256, .. } => *sha256,
         }
     }
 
@@ -101,6 +141,14 @@ impl Embedder {
                 vocab_size: 0,
                 weights_sha256: [0; 32],
             },
+            #[cfg(feature = "minilm")]
+            Embedder::MiniLm { model, id, sha256, .. } => EmbedderInfo {
+                kind: "transformer".into(),
+                id: id.clone(),
+                dims: model.dims() as u32,
+                vocab_size: 0,
+                weights_sha256: *sha256,
+            },
         }
     }
 
@@ -114,6 +162,8 @@ impl Embedder {
                 model: model.clone(),
                 dims: *dims,
             }),
+            #[cfg(feature = "minilm")]
+            Embedder::MiniLm { parts, .. } => EmbedderModel::Transformer(parts.clone()),
         }
     }
 
@@ -123,6 +173,8 @@ impl Embedder {
             Embedder::Static(m) => Ok(texts.iter().map(|t| embed(&m.table, t)).collect()),
             #[cfg(feature = "openai")]
             Embedder::OpenAi { client, .. } => client.embed(texts).map_err(|e| EmbedderError::Embed(e.to_string())),
+            #[cfg(feature = "minilm")]
+            Embedder::MiniLm { model, .. } => model.embed(texts).map_err(|e| EmbedderError::Embed(e.to_string())),
         }
     }
 }

@@ -110,9 +110,10 @@ enum Command {
         /// What embeds the chunks: potion (Model2Vec, the default), minilm, or openai:MODEL.
         #[arg(long, env = "LORE_EMBEDDER", default_value = "potion")]
         embedder: String,
-        /// The model directory for potion (any Model2Vec model) or minilm.
-        #[arg(long, env = "LORE_MODEL", default_value = "artifacts/models/potion-base-8M")]
-        model: PathBuf,
+        /// The model directory for potion (any Model2Vec model) or minilm (any BERT-family
+        /// sentence-transformers model); defaults to the one `cargo xtask fetch-model` fetches.
+        #[arg(long, env = "LORE_MODEL")]
+        model: Option<PathBuf>,
         /// Write an unencrypted artifact (marked as such in its header).
         #[arg(long, env = "LORE_NO_ENCRYPT")]
         no_encrypt: bool,
@@ -223,6 +224,10 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--no-encrypt and a key were both given; choose one");
             }
             let started = std::time::Instant::now();
+            let model = model.unwrap_or_else(|| {
+                let name = if embedder == "minilm" { "all-MiniLM-L6-v2" } else { "potion-base-8M" };
+                PathBuf::from("artifacts/models").join(name)
+            });
             let embedder = Embedder::from_spec(&embedder, &model).context("cannot load the embedder")?;
             let cache_dir = cache_dir.unwrap_or_else(|| default_cache_dir(&output));
             let cache = (!no_cache).then(|| Cache::new(&cache_dir));

@@ -86,7 +86,7 @@ impl Tokenizer {
                 added.push((content.to_owned(), id));
             }
         }
-        added.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        added.sort_by_key(|(token, _)| std::cmp::Reverse(token.len()));
 
         Ok(Tokenizer {
             vocab,

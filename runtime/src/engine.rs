@@ -120,6 +120,9 @@ enum QuestionEmbedder {
     /// Ask the OpenAI-compatible API the chunks were embedded with; answers are cached.
     #[cfg(feature = "openai")]
     OpenAi(embed_openai::QueryCache),
+    /// Run the transformer stored in the model section.
+    #[cfg(feature = "minilm")]
+    MiniLm(embed_minilm::MiniLm),
 }
 
 impl std::fmt::Debug for QuestionEmbedder {
@@ -128,6 +131,8 @@ impl std::fmt::Debug for QuestionEmbedder {
             QuestionEmbedder::Static => f.write_str("Static"),
             #[cfg(feature = "openai")]
             QuestionEmbedder::OpenAi(_) => f.write_str("OpenAi"),
+            #[cfg(feature = "minilm")]
+            QuestionEmbedder::MiniLm(_) => f.write_str("MiniLm"),
         }
     }
 }
@@ -141,6 +146,15 @@ impl QuestionEmbedder {
     ) -> Result<QuestionEmbedder, (String, &'static str)> {
         match model {
             ArchivedEmbedderModel::Static(_) => Ok(QuestionEmbedder::Static),
+            #[cfg(feature = "minilm")]
+            ArchivedEmbedderModel::Transformer(parts) => embed_minilm::MiniLm::from_parts(
+                parts.config_json.as_bytes(),
+                parts.tokenizer_json.as_bytes(),
+                parts.weights.as_slice(),
+            )
+            .map(QuestionEmbedder::MiniLm)
+            .map_err(|e| (format!("the transformer model {} ({e})", info.id), "minilm")),
+            #[cfg(not(feature = "minilm"))]
             ArchivedEmbedderModel::Transformer(_) => Err((format!("the transformer model {}", info.id), "minilm")),
             #[cfg(feature = "openai")]
             ArchivedEmbedderModel::Remote(remote) => {
@@ -289,6 +303,12 @@ impl Engine {
             (QuestionEmbedder::OpenAi(cache), _) => {
                 cache.embed_one(question).map_err(|e| EngineError::Embed(e.to_string()))
             }
+            #[cfg(feature = "minilm")]
+            (QuestionEmbedder::MiniLm(model), _) => model
+                .embed(&[question])
+                .map_err(|e| EngineError::Embed(e.to_string()))?
+                .pop()
+                .ok_or_else(|| EngineError::Embed("the model returned no vector".into())),
             _ => Err(EngineError::Embed("the embedder does not match the model section".into())),
         }
     }

@@ -6,6 +6,7 @@ mod artifact;
 mod collections;
 mod diagnostics;
 mod golden;
+mod minilm;
 mod openai;
 mod retrieval;
 mod serve;

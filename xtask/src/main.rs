@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  fetch-model   download potion-base-8M (pinned, sha256-checked) into artifacts/models/
+  fetch-model   download potion-base-8M and all-MiniLM-L6-v2 (pinned, sha256-checked) into artifacts/models/
   test          fetch the model, build the binaries, run every test (what CI runs)
   demo          compile data/, answer one question, then serve it over HTTP [ADDR]
   bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run
@@ -36,7 +36,7 @@ fn run() -> Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     match args.first().map(String::as_str) {
-        Some("fetch-model") => model::fetch(&root).map(|_| ()),
+        Some("fetch-model") => model::fetch(&root).and_then(|_| model::fetch_spec(&root, &model::MINILM)).map(|_| ()),
         Some("test") => test(&root),
         Some("demo") => demo(&root, args.get(1).map(String::as_str).unwrap_or("127.0.0.1:8080")),
         Some("bench") => bench::run(&root, args.iter().any(|a| a == "--quick")),
@@ -70,6 +70,8 @@ pub fn run_checked(cmd: &mut Command) -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     model::fetch(root)?;
+    // The minilm tests read the sentence-transformers model from LORE_MINILM_DIR.
+    let minilm = model::fetch_spec(root, &model::MINILM)?;
     if cargo().args(["fmt", "--version"]).output().is_ok_and(|o| o.status.success()) {
         run_checked(cargo().args(["fmt", "--all", "--", "--check"]))?;
     } else {
@@ -77,7 +79,7 @@ fn test(root: &Path) -> Result<()> {
     }
     // The integration tests drive the real binaries, so build them first.
     run_checked(cargo().args(["build", "--workspace", "--bins", "--all-features"]))?;
-    let (passed, failed) = run_tests()?;
+    let (passed, failed) = run_tests(&minilm)?;
     run_checked(cargo().args(["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"]))?;
     // One closing line for the whole suite, so CI reads the total, not the last binary's.
     println!("tests: {passed} passed, {failed} failed");
@@ -89,10 +91,11 @@ fn test(root: &Path) -> Result<()> {
 
 /// Run every test (no doctests: there are none), echoing cargo's output and totting up the
 /// `test result:` lines.
-fn run_tests() -> Result<(usize, usize)> {
+fn run_tests(minilm: &Path) -> Result<(usize, usize)> {
     use std::io::{BufRead, BufReader};
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--all-features", "--all-targets", "--no-fail-fast"])
+        .env("LORE_MINILM_DIR", minilm)
         .stdout(std::process::Stdio::piped());
     eprintln!("$ {cmd:?}");
     let mut child = cmd.spawn().context("cannot start cargo test")?;
