@@ -38,8 +38,8 @@ pub fn run(root: &Path, what: &str, tune: bool) -> Result<()> {
 }
 
 fn persona(root: &Path) -> Result<()> {
-    let model = crate::model::fetch(root)?;
-    crate::run_checked(crate::cargo().args(["build", "--release", "--bins", "--quiet"]))?;
+    let model = crate::model::model_for_env(root)?;
+    crate::run_checked(crate::cargo().args(["build", "--release", "--bins", "--all-features", "--quiet"]))?;
     let bin = root.join("target/release");
     let work = root.join("target/eval");
     let _ = std::fs::remove_dir_all(&work);

@@ -63,6 +63,15 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
     fetch_spec(root, &POTION)
 }
 
+/// The model directory for the embedder named in `LORE_EMBEDDER` (potion unless it says
+/// minilm), fetched if missing; evaluation runs compare embedders through that variable.
+pub fn model_for_env(root: &Path) -> Result<PathBuf> {
+    match std::env::var("LORE_EMBEDDER").as_deref() {
+        Ok("minilm") => fetch_spec(root, &MINILM),
+        _ => fetch(root),
+    }
+}
+
 /// Make sure `artifacts/models/<spec.dir>` holds the pinned files; returns its path.
 pub fn fetch_spec(root: &Path, spec: &ModelSpec) -> Result<PathBuf> {
     let dir = root.join("artifacts/models").join(spec.dir);

@@ -18,8 +18,8 @@ struct Split {
 }
 
 pub fn run(root: &Path, tune: bool) -> Result<()> {
-    let model = crate::model::fetch(root)?;
-    crate::run_checked(crate::cargo().args(["build", "--release", "--bins", "--quiet"]))?;
+    let model = crate::model::model_for_env(root)?;
+    crate::run_checked(crate::cargo().args(["build", "--release", "--bins", "--all-features", "--quiet"]))?;
     let bin = root.join("target/release");
     let data = root.join("../shared/eval/scifact");
     let work = root.join("target/eval/scifact");
