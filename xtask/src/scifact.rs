@@ -54,7 +54,8 @@ pub fn run(root: &Path, tune: bool) -> Result<()> {
     println!("| retrieval | train nDCG@10 | train Recall@100 | test nDCG@10 | test Recall@100 | median query |");
     println!("|---|---|---|---|---|---|");
     for mode in ["bm25", "dense", "hybrid"] {
-        let mut row = format!("| {mode} (potion-base-8M) ");
+        let embedder = std::env::var("LORE_EMBEDDER").unwrap_or_else(|_| "potion".into());
+        let mut row = format!("| {mode} ({embedder}) ");
         let mut took = Vec::new();
         for split in &splits {
             let (ndcg, recall, t) = evaluate(&bin.join("lore"), &artifact, &queries, &split.qrels, mode, None)?;
