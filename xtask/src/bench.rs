@@ -98,7 +98,15 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     Ok(())
 }
 
-fn lorec_build(bin: &Path, model: &Path, dir: &Path, out: &Path, cache: Option<&Path>) -> Result<(Duration, u64)> {
+/// `lorec build DIR -o OUT` with the given key; returns its wall time and chunk count.
+pub fn lorec_build(
+    bin: &Path,
+    model: &Path,
+    dir: &Path,
+    out: &Path,
+    cache: Option<&Path>,
+    key: &str,
+) -> Result<(Duration, u64)> {
     let mut cmd = Command::new(bin.join("lorec"));
     cmd.arg("build")
         .arg(dir)
@@ -106,7 +114,7 @@ fn lorec_build(bin: &Path, model: &Path, dir: &Path, out: &Path, cache: Option<&
         .arg(out)
         .arg("--model")
         .arg(model)
-        .env("LORE_KEY", BENCH_KEY)
+        .env("LORE_KEY", key)
         .env("LORE_LOG", "info")
         .env("LORE_LOG_FORMAT", "json");
     match cache {
@@ -131,12 +139,12 @@ fn lorec_build(bin: &Path, model: &Path, dir: &Path, out: &Path, cache: Option<&
 fn measure(bin: &Path, model: &Path, work: &Path, kb: &Kb, quick: bool, wrk: bool) -> Result<Row> {
     let slug: String = kb.name.chars().filter(|c| c.is_alphanumeric()).collect();
     let out = work.join(format!("{slug}.lore"));
-    let (compile, chunks) = lorec_build(bin, model, &kb.dir, &out, None)?;
+    let (compile, chunks) = lorec_build(bin, model, &kb.dir, &out, None, BENCH_KEY)?;
     let incremental = if kb.name.starts_with("synthetic") {
         let cache = work.join(format!("{slug}-cache"));
-        lorec_build(bin, model, &kb.dir, &out, Some(&cache))?;
+        lorec_build(bin, model, &kb.dir, &out, Some(&cache), BENCH_KEY)?;
         crate::synth::touch_one(&kb.dir)?;
-        Some(lorec_build(bin, model, &kb.dir, &out, Some(&cache))?.0)
+        Some(lorec_build(bin, model, &kb.dir, &out, Some(&cache), BENCH_KEY)?.0)
     } else {
         None
     };

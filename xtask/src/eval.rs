@@ -65,20 +65,7 @@ fn persona(root: &Path) -> Result<()> {
     for (name, dir, questions) in sets {
         let slug: String = name.chars().take_while(|c| !c.is_whitespace()).filter(|c| c.is_alphanumeric()).collect();
         let artifact = work.join(format!("{slug}.lore"));
-        let status = Command::new(bin.join("lorec"))
-            .arg("build")
-            .arg(&dir)
-            .arg("-o")
-            .arg(&artifact)
-            .arg("--model")
-            .arg(&model)
-            .arg("--no-cache")
-            .env("LORE_KEY", EVAL_KEY)
-            .env("LORE_LOG", "warn")
-            .status()?;
-        if !status.success() {
-            bail!("lorec build {} failed", dir.display());
-        }
+        crate::bench::lorec_build(&bin, &model, &dir, &artifact, None, EVAL_KEY)?;
         let s = score(&bin.join("lore"), &artifact, &root.join(questions))?;
         let pct = |n: usize, d: usize| format!("{:.1}% ({n}/{d})", 100.0 * n as f64 / d.max(1) as f64);
         println!(

@@ -27,22 +27,8 @@ pub fn run(root: &Path, tune: bool) -> Result<()> {
     std::fs::create_dir_all(work.join("kb"))?;
     std::os::unix::fs::symlink(data.join("corpus.jsonl").canonicalize()?, work.join("kb/corpus.jsonl"))?;
     let artifact = work.join("scifact.lore");
-    let t = std::time::Instant::now();
-    let status = Command::new(bin.join("lorec"))
-        .arg("build")
-        .arg(work.join("kb"))
-        .arg("-o")
-        .arg(&artifact)
-        .arg("--model")
-        .arg(&model)
-        .arg("--no-cache")
-        .env("LORE_KEY", EVAL_KEY)
-        .env("LORE_LOG", "warn")
-        .status()?;
-    if !status.success() {
-        bail!("lorec build of the SciFact corpus failed");
-    }
-    eprintln!("compiled the SciFact corpus in {:.1} s", t.elapsed().as_secs_f64());
+    let (took, _) = crate::bench::lorec_build(&bin, &model, &work.join("kb"), &artifact, None, EVAL_KEY)?;
+    eprintln!("compiled the SciFact corpus in {:.1} s", took.as_secs_f64());
     let queries = load_queries(&data.join("queries.jsonl"))?;
     let splits = [
         Split { qrels: load_qrels(&data.join("qrels/train.tsv"))? },
