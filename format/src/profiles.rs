@@ -6,9 +6,9 @@ use crate::schema::FusionParams;
 
 /// Persona knowledge bases (entities from YAML and JSON Resume). Paraphrased questions share
 /// few words with their answers, so dense similarity leads and BM25 breaks ties. Chosen on
-/// the persona development sets.
+/// the persona development sets (`eval/persona/`), for both potion and MiniLM.
 pub const PERSONA: FusionParams =
-    FusionParams { k1: 1.2, b: 0.75, dense_weight: 1.0, bm25_weight: 0.3, bm25_weight_full: 0.3 };
+    FusionParams { k1: 1.2, b: 0.75, dense_weight: 1.0, bm25_weight: 0.15, bm25_weight_full: 0.15 };
 
 /// Document collections (JSON Lines, Markdown). Questions reuse the documents' vocabulary,
 /// so BM25 weighs more the more of the question one passage covers. Tuned on the SciFact
