@@ -175,12 +175,22 @@ pub enum VectorFormat {
 /// The generic questions that calibrate topic detection; see EVALUATION.md.
 const BACKGROUND_QUESTIONS: &str = include_str!("background_questions.txt");
 
-/// Topic rule (see `format::Calibration` and EVALUATION.md): how much closer a question must
-/// be to this knowledge base than to the generic background questions, counting lexical
-/// coverage too. Chosen on the persona development sets.
-pub const TOPIC_MIN_MARGIN: f32 = 0.04;
-pub const TOPIC_PROBE_WEIGHT: f32 = 0.5;
-pub const TOPIC_COVERAGE_WEIGHT: f32 = 0.35;
+/// Topic rule constants (see `format::Calibration` and EVALUATION.md): how much closer a
+/// question must be to this knowledge base (its chunks and probe questions) than to the
+/// generic background questions, counting lexical coverage too. Similarities from a static
+/// model and from a transformer live on different scales, so each kind has its own, chosen on
+/// the persona development sets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TopicRule {
+    pub min_margin: f32,
+    pub probe_weight: f32,
+    pub coverage_weight: f32,
+}
+
+/// For static (Model2Vec) embedders.
+pub const TOPIC_STATIC: TopicRule = TopicRule { min_margin: 0.04, probe_weight: 0.5, coverage_weight: 0.35 };
+/// For transformer and API embedders.
+pub const TOPIC_CONTEXTUAL: TopicRule = TopicRule { min_margin: -0.03, probe_weight: 0.5, coverage_weight: 0.15 };
 
 /// Below this best-chunk similarity nothing in the knowledge base is related at all.
 pub const TOPIC_MIN_SIMILARITY: f32 = 0.15;
@@ -482,12 +492,13 @@ fn calibrate(embedder: &Embedder, cache: &mut EmbeddingCache, titles: &[&str]) -
         titles.iter().step_by(step).map(|t| format!("What can you tell me about {t}?")).collect();
     let probe_refs: Vec<&str> = probe_texts.iter().map(String::as_str).collect();
     let probes = cache.embed(embedder, &probe_refs)?.concat();
+    let rule = if embedder.info().kind == "static" { TOPIC_STATIC } else { TOPIC_CONTEXTUAL };
     Ok(Calibration {
         background,
         probes,
         min_similarity: TOPIC_MIN_SIMILARITY,
-        min_margin: TOPIC_MIN_MARGIN,
-        probe_weight: TOPIC_PROBE_WEIGHT,
-        coverage_weight: TOPIC_COVERAGE_WEIGHT,
+        min_margin: rule.min_margin,
+        probe_weight: rule.probe_weight,
+        coverage_weight: rule.coverage_weight,
     })
 }
