@@ -102,16 +102,9 @@ pub fn check(root: &Path, cache: Option<(&Cache, &[u8; 32])>) -> Checked {
         }
         let mut diags = Vec::new();
         let chunks = sources::compile(&source, &mut out.map, &mut diags);
-        let clean = diags.is_empty();
         out.diagnostics.extend(diags);
         out.chunks.push(chunks.into_iter().map(|c| (c, None)).collect());
         out.sources.push(source);
-        if !clean {
-            // Mark the file uncacheable by leaving its vectors empty; handled in `build`.
-            if let Some(last) = out.chunks.last_mut() {
-                last.iter_mut().for_each(|(_, v)| *v = None);
-            }
-        }
     }
     out.diagnostics.sort_by(|a, b| {
         (a.severity, &a.primary.file, a.primary.pos).cmp(&(b.severity, &b.primary.file, b.primary.pos))

@@ -16,7 +16,6 @@ pub trait TokenTable {
     fn normalize(&self) -> bool;
     /// Add row `id` to `acc`; ids outside the table are ignored.
     fn add_row(&self, id: u32, acc: &mut [f32]);
-    fn vocab_size(&self) -> usize;
 }
 
 impl TokenTable for ModelTable {
@@ -50,9 +49,6 @@ impl TokenTable for ModelTable {
             acc.iter_mut().zip(row).for_each(|(a, r)| *a += r);
         }
     }
-    fn vocab_size(&self) -> usize {
-        self.vocab.len()
-    }
 }
 
 impl TokenTable for ArchivedModelTable {
@@ -85,9 +81,6 @@ impl TokenTable for ArchivedModelTable {
         if let Some(row) = self.embeddings.get(id as usize * d..(id as usize + 1) * d) {
             acc.iter_mut().zip(row).for_each(|(a, r)| *a += r.to_native());
         }
-    }
-    fn vocab_size(&self) -> usize {
-        self.vocab.len()
     }
 }
 

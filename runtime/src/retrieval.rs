@@ -6,7 +6,7 @@
 use format::ArchivedDenseVectors;
 use format::ArchivedIndex;
 use format::analyze::Analyzer;
-use format::embed::{dot, score_rows_f32, score_rows_i8};
+use format::embed::{score_rows_f32, score_rows_i8};
 
 use crate::mapped::native_f32;
 
@@ -59,8 +59,6 @@ pub fn params_from_env() -> Result<Option<Params>, String> {
 pub struct Scored {
     pub chunk: u32,
     pub score: f32,
-    pub dense: f32,
-    pub bm25: f32,
 }
 
 /// Ranked results plus the signals topic detection needs.
@@ -165,54 +163,29 @@ pub fn rank(
     dense_scores(index, qvec, &mut dense);
     let top_dense = if n == 0 { 0.0 } else { dense.iter().copied().fold(f32::MIN, f32::max) };
 
-    let Bm25 { scores: bm25, coverage: lexical } = bm25_scores(index, analyzer, question, params);
+    let Bm25 { scores: bm25, coverage: lexical, term_coverage } = bm25_scores(index, analyzer, question, params);
     let bm25_max = bm25.iter().copied().fold(0.0f32, f32::max);
     let bm25_weight = params.bm25_weight + (params.bm25_weight_full - params.bm25_weight) * lexical;
     let inv_max = if bm25_max > 0.0 { 1.0 / bm25_max } else { 0.0 };
     let hits = top_k(k.min(n), (0..n).map(|i| params.dense_weight * dense[i] + bm25_weight * bm25[i] * inv_max))
         .into_iter()
-        .map(|(score, c)| Scored { chunk: c, score, dense: dense[c as usize], bm25: bm25[c as usize] })
+        .map(|(score, c)| Scored { chunk: c, score })
         .collect();
 
-    let background = native_f32(&index.calibration.background);
-    let bg: Vec<f32> = if dims == qvec.len() && dims > 0 {
-        background.chunks_exact(dims).map(|row| dot(row, qvec)).collect()
-    } else {
-        Vec::new()
+    // Background and probe questions go through the same SIMD row loop as the chunks.
+    let similarities = |rows: &[f32]| {
+        let mut out = Vec::new();
+        if dims == qvec.len() && dims > 0 {
+            score_rows_f32(rows, dims, qvec, &mut out);
+        }
+        out
     };
+    let bg = similarities(native_f32(&index.calibration.background));
     let top_background = bg.iter().copied().fold(0.0f32, f32::max);
     let top3_dense = mean_top3(dense.iter().copied());
     let top3_background = mean_top3(bg.iter().copied());
-    let probes = native_f32(&index.calibration.probes);
-    let top3_probe = if dims == qvec.len() && dims > 0 {
-        mean_top3(probes.chunks_exact(dims).map(|row| dot(row, qvec)))
-    } else {
-        0.0
-    };
-    let term_coverage = coverage(index, analyzer, question);
+    let top3_probe = mean_top3(similarities(native_f32(&index.calibration.probes)).into_iter());
     Ranking { hits, top_dense, top_background, top3_dense, top3_background, top3_probe, term_coverage, bm25_max }
-}
-
-fn coverage(index: &ArchivedIndex, analyzer: &Analyzer, question: &str) -> f32 {
-    let n = index.chunks.len() as f32;
-    let (mut found, mut total) = (0.0f32, 0.0f32);
-    analyzer.for_each_term(question, |term| {
-        let df = index
-            .terms
-            .get(term)
-            .and_then(|id| {
-                let id = id.to_native() as usize;
-                Some(index.term_starts.get(id + 1)?.to_native() - index.term_starts.get(id)?.to_native())
-            })
-            .unwrap_or(0) as f32;
-        // An unseen term weighs as much as the rarest possible one.
-        let idf = (1.0 + (n - df.max(1.0) + 0.5) / (df.max(1.0) + 0.5)).ln();
-        total += idf;
-        if df > 0.0 {
-            found += idf;
-        }
-    });
-    if total > 0.0 { found / total } else { 0.0 }
 }
 
 struct Bm25 {
@@ -220,6 +193,9 @@ struct Bm25 {
     scores: Vec<f32>,
     /// The largest share of the question's idf mass that one chunk contains.
     coverage: f32,
+    /// The share of the question's idf mass (every occurrence) found anywhere in the
+    /// knowledge base, for topic detection.
+    term_coverage: f32,
 }
 
 fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, params: &Params) -> Bm25 {
@@ -230,8 +206,23 @@ fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, param
     let n = n_chunks as f32;
     let avg = index.avg_chunk_len.to_native().max(1.0);
     let mut seen: Vec<u32> = Vec::new();
+    let (mut found_anywhere, mut total_anywhere) = (0.0f32, 0.0f32);
+    // One pass over the question serves both BM25 and the topic signal.
     analyzer.for_each_term(question, |term| {
-        let Some(id) = index.terms.get(term).map(|t| t.to_native()) else {
+        let id = index.terms.get(term).map(|t| t.to_native());
+        let df = id
+            .and_then(|id| {
+                let id = id as usize;
+                Some(index.term_starts.get(id + 1)?.to_native() - index.term_starts.get(id)?.to_native())
+            })
+            .unwrap_or(0) as f32;
+        // An unseen term weighs as much as the rarest possible one.
+        let weight = (1.0 + (n - df.max(1.0) + 0.5) / (df.max(1.0) + 0.5)).ln();
+        total_anywhere += weight;
+        if df > 0.0 {
+            found_anywhere += weight;
+        }
+        let Some(id) = id else {
             // A word the knowledge base never uses weighs like the rarest one.
             total_idf += (1.0 + (n - 1.0 + 0.5) / 1.5).ln();
             return;
@@ -263,7 +254,11 @@ fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, param
         }
     });
     let best = matched.iter().copied().fold(0.0f32, f32::max);
-    Bm25 { scores, coverage: if total_idf > 0.0 { best / total_idf } else { 0.0 } }
+    Bm25 {
+        scores,
+        coverage: if total_idf > 0.0 { best / total_idf } else { 0.0 },
+        term_coverage: if total_anywhere > 0.0 { found_anywhere / total_anywhere } else { 0.0 },
+    }
 }
 
 /// A question is on topic when something in the knowledge base is related at all, and it is

@@ -189,6 +189,20 @@ fn truncated_and_foreign_files_are_refused() {
 }
 
 #[test]
+fn malformed_retrieval_override_is_refused() {
+    let tmp = TempDir::new("params");
+    let out = small_artifact(&tmp, &[]);
+    let r = run(lore()
+        .arg("query")
+        .arg(&out)
+        .arg("lamp")
+        .env("LORE_KEY", TEST_KEY)
+        .env("LORE_RETRIEVAL_PARAMS", "1.2,0.75"));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("LORE_RETRIEVAL_PARAMS takes five numbers"), "{}", r.stderr);
+}
+
+#[test]
 fn newer_format_versions_get_a_hint() {
     let tmp = TempDir::new("art");
     let out = small_artifact(&tmp, &[]);

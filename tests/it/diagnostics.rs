@@ -167,3 +167,40 @@ fn missing_model_gives_a_hint() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("cargo xtask fetch-model"), "{}", r.stderr);
 }
+
+#[test]
+fn unknown_embedder_and_retrieval_profile_are_named() {
+    let kb = TempDir::new("kb");
+    kb.write("a.yaml", "a: b\n");
+    let out = kb.path().join("x.lore");
+    let r = run(lorec()
+        .arg("build")
+        .arg(kb.path())
+        .arg("-o")
+        .arg(&out)
+        .args(["--embedder", "word2vec"])
+        .env("LORE_KEY", TEST_KEY));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("unknown embedder `word2vec`; use potion, minilm or openai:MODEL"), "{}", r.stderr);
+    let r = run(lorec()
+        .arg("build")
+        .arg(kb.path())
+        .arg("-o")
+        .arg(&out)
+        .args(["--retrieval", "fastest"])
+        .env("LORE_KEY", TEST_KEY));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("unknown --retrieval profile `fastest`"), "{}", r.stderr);
+    assert!(!out.exists());
+}
+
+#[test]
+fn empty_jsonl_documents_are_a_warning() {
+    let kb = TempDir::new("kb");
+    kb.write("c.jsonl", "{\"_id\": \"1\", \"text\": \"tides\"}\n{\"_id\": \"2\", \"title\": \"\", \"text\": \"\"}\n");
+    let r = run(lorec().arg("check").arg(kb.path()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("warning[empty-document]: document `2` has neither title nor text"), "{}", r.stderr);
+    let denied = run(lorec().arg("check").arg(kb.path()).args(["--deny", "warnings"]));
+    assert_eq!(denied.code, 2);
+}

@@ -169,3 +169,50 @@ fn openai_embedder_without_a_reachable_server_fails_clearly() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("OPENAI_API_KEY"), "{}", r.stderr);
 }
+
+#[test]
+fn http_answers_503_when_the_embedding_provider_is_down() {
+    let fake = FakeOpenAi::start();
+    let tmp = TempDir::new("openai-503");
+    tmp.write("kb/a.yaml", "notes:\n  - title: Tide tables\n    text: High water at noon\n");
+    let out = tmp.path().join("kb.lore");
+    let r = run(lorec()
+        .arg("build")
+        .arg(tmp.path().join("kb"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--embedder", "openai:fake-embed-1", "--no-cache"])
+        .env("OPENAI_BASE_URL", &fake.base_url)
+        .env("LORE_KEY", TEST_KEY));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Serve it against a provider address where nothing listens.
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = lore()
+        .arg("serve")
+        .arg(&out)
+        .args(["--http", "127.0.0.1:0"])
+        .env("OPENAI_BASE_URL", format!("http://127.0.0.1:{port}/v1"))
+        .env("LORE_OPENAI_RETRIES", "0")
+        .env("LORE_KEY", TEST_KEY)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).expect("stderr") > 0, "lore exited before listening");
+        if let Some(rest) = line.trim().strip_prefix("lore: listening on http://") {
+            break rest.to_string();
+        }
+    };
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(s, "GET /v1/query?q=tides HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("embedder_unavailable"), "{reply}");
+}

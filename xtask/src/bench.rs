@@ -248,17 +248,22 @@ fn time_exec(bin: &Path, args: &[&str]) -> Result<Duration> {
     Ok(t.elapsed())
 }
 
+/// `lore serve ARTIFACT` on piped stdin/stdout (JSON lines), quiet, with `key`.
+pub fn lore_serve(lore: &Path, artifact: &Path, key: &str) -> Command {
+    let mut cmd = Command::new(lore);
+    cmd.arg("serve")
+        .arg(artifact)
+        .env("LORE_KEY", key)
+        .env("LORE_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    cmd
+}
+
 /// Exec `lore serve` on stdin, send one question, and time until its answer line arrives.
 fn cold_start(lore: &Path, artifact: &Path, question: &str) -> Result<(Duration, String)> {
     let t = Instant::now();
-    let mut child = Command::new(lore)
-        .arg("serve")
-        .arg(artifact)
-        .env("LORE_KEY", BENCH_KEY)
-        .env("LORE_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut child = lore_serve(lore, artifact, BENCH_KEY).spawn()?;
     let mut stdin = child.stdin.take().context("stdin")?;
     writeln!(stdin, "{}", serde_json::json!({"q": question, "include_off_topic": true}))?;
     let mut line = String::new();
@@ -282,14 +287,7 @@ fn in_process(lore: &Path, artifact: &Path, n: usize) -> Result<(f64, f64, u64)>
         "Tell me about your side projects",
         "What books have shaped you?",
     ];
-    let mut child = Command::new(lore)
-        .arg("serve")
-        .arg(artifact)
-        .env("LORE_KEY", BENCH_KEY)
-        .env("LORE_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut child = lore_serve(lore, artifact, BENCH_KEY).spawn()?;
     let mut stdin = child.stdin.take().context("stdin")?;
     let mut reader = BufReader::new(child.stdout.take().context("stdout")?);
     let mut took = Vec::with_capacity(n);

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -105,14 +104,7 @@ fn load(path: &Path) -> Result<Vec<Question>> {
 /// `include_off_topic`, so retrieval and topic detection are measured separately.
 pub fn score(lore: &Path, artifact: &Path, questions: &Path) -> Result<Scores> {
     let qs = load(questions)?;
-    let mut child = Command::new(lore)
-        .arg("serve")
-        .arg(artifact)
-        .env("LORE_KEY", EVAL_KEY)
-        .env("LORE_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut child = crate::bench::lore_serve(lore, artifact, EVAL_KEY).spawn()?;
     {
         let mut stdin = child.stdin.take().context("stdin")?;
         for q in &qs {

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -111,13 +110,7 @@ fn evaluate(
     params: Option<&str>,
 ) -> Result<(f64, f64, Vec<f64>)> {
     let ids: Vec<&String> = queries.keys().filter(|id| qrels.contains_key(*id)).collect();
-    let mut cmd = Command::new(lore);
-    cmd.arg("serve")
-        .arg(artifact)
-        .env("LORE_KEY", EVAL_KEY)
-        .env("LORE_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+    let mut cmd = crate::bench::lore_serve(lore, artifact, EVAL_KEY);
     if let Some(p) = params {
         cmd.env("LORE_RETRIEVAL_PARAMS", p);
     }
