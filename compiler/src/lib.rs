@@ -5,7 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
-pub mod cache;
 pub mod chunk;
 pub mod diag;
 pub mod embedder;
@@ -14,14 +13,26 @@ pub mod markdown;
 pub mod model;
 pub mod passages;
 pub mod sources;
+pub mod unit;
 pub mod yaml;
 
 use std::io::Write as _;
 use std::path::Path;
 
-/// Write `bytes` to `path` through a temporary file in the same folder and a rename, so
-/// readers (including a running `lore` that maps the old file) never see a partial file.
+/// Write `bytes` to `path` through a temporary file in the same folder, flushed to disk, and a
+/// rename, so readers (including a running `lore` that maps the old file) never see a partial
+/// file, even after a crash.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_with(path, bytes, true)
+}
+
+/// Like [`atomic_write`] without waiting for the disk: for cache entries, which are validated
+/// when read, so a crash can cost an entry but never serve a wrong one.
+pub fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_with(path, bytes, false)
+}
+
+fn replace_with(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -31,7 +42,9 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

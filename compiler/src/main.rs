@@ -2,15 +2,16 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use compiler::build::{self, Audience, BuildOptions, VectorFormat};
-use compiler::cache::Cache;
 use compiler::diag::render;
 use compiler::embedder::Embedder;
+use compiler::unit::UnitCache;
 use format::seal::{Key, load_key};
 use format::{Cipher, OpenedContainer};
 
@@ -154,7 +155,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.downcast_ref::<Rejected>().is_some() {
+            if reader_went_away(&e) {
+                // `lorec inspect | head`: the reader has what it wanted.
+                ExitCode::SUCCESS
+            } else if e.downcast_ref::<Rejected>().is_some() {
                 eprintln!("error: {e:#}");
                 ExitCode::from(EXIT_REJECTED)
             } else {
@@ -184,7 +188,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check { dir, deny } => {
             let checked = build::check(&dir, None);
             report(&checked, deny.is_some(), color)?;
-            let chunks: usize = checked.chunks.iter().map(Vec::len).sum();
+            let chunks = checked.chunks_found();
             tracing::info!(
                 files = checked.sources.len(),
                 chunks,
@@ -229,11 +233,20 @@ fn run(cli: Cli) -> Result<()> {
                 PathBuf::from("artifacts/models").join(name)
             });
             let embedder = Embedder::from_spec(&embedder, &model).context("cannot load the embedder")?;
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "embedder loaded");
             let cache_dir = cache_dir.unwrap_or_else(|| default_cache_dir(&output));
-            let cache = (!no_cache).then(|| Cache::new(&cache_dir));
-            let fingerprint = embedder.fingerprint();
+            let audience = match audience {
+                AudienceArg::Public => Audience::Public,
+                AudienceArg::Internal => Audience::Internal,
+            };
+            let vectors = match vectors {
+                VectorsArg::Int8 => VectorFormat::I8,
+                VectorsArg::F32 => VectorFormat::F32,
+            };
+            let cache =
+                (!no_cache).then(|| UnitCache::new(&cache_dir, &embedder.fingerprint(), audience.as_str(), vectors));
             let t = std::time::Instant::now();
-            let checked = build::check(&dir, cache.as_ref().map(|c| (c, &fingerprint)));
+            let checked = build::check(&dir, cache.as_ref());
             tracing::debug!(ms = t.elapsed().as_millis() as u64, "check");
             report(&checked, deny.is_some(), color)?;
             let bar = progress_bar(checked.sources.len());
@@ -245,15 +258,9 @@ fn run(cli: Cli) -> Result<()> {
             let built = build::build(
                 &checked,
                 &BuildOptions {
-                    audience: match audience {
-                        AudienceArg::Public => Audience::Public,
-                        AudienceArg::Internal => Audience::Internal,
-                    },
+                    audience,
                     fusion,
-                    vectors: match vectors {
-                        VectorsArg::Int8 => VectorFormat::I8,
-                        VectorsArg::F32 => VectorFormat::F32,
-                    },
+                    vectors,
                     artifact_version,
                     key: key.as_ref(),
                     embedder: &embedder,
@@ -292,9 +299,9 @@ fn run(cli: Cli) -> Result<()> {
             let opened = OpenedContainer::open(&bytes).map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
             let value = describe(&opened);
             if json {
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&value)?)?;
             } else {
-                print_text(&opened);
+                print_text(&opened)?;
             }
             Ok(())
         }
@@ -305,16 +312,18 @@ fn run(cli: Cli) -> Result<()> {
             let report = format::verify::verify(&opened, key.as_ref())
                 .map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
             if report.deep {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "ok: {} — every byte matches, all sections decrypt and validate ({} text blocks)",
                     file.display(),
                     report.text_blocks
-                );
+                )?;
             } else {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "ok: {} — every byte matches its digest; give LORE_KEY to also decrypt and validate the sections",
                     file.display()
-                );
+                )?;
             }
             Ok(())
         }
@@ -322,11 +331,16 @@ fn run(cli: Cli) -> Result<()> {
             let mut bytes = [0u8; 32];
             getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
             let key = Key::from_bytes(bytes);
-            println!("{}", key.to_base64());
+            writeln!(std::io::stdout(), "{}", key.to_base64())?;
             eprintln!("key id {} — keep the key secret; artifacts record only its id", key.id());
             Ok(())
         }
     }
+}
+
+/// Whether an error is stdout's reader closing the pipe.
+fn reader_went_away(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 fn default_cache_dir(output: &Path) -> PathBuf {
@@ -395,35 +409,39 @@ fn describe(c: &OpenedContainer<'_>) -> serde_json::Value {
     })
 }
 
-fn print_text(c: &OpenedContainer<'_>) {
+fn print_text(c: &OpenedContainer<'_>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
     let h = &c.header;
-    println!(
+    writeln!(
+        out,
         "lore artifact, format v{} (readable by v{}+), {} bytes",
         c.format_version,
         c.min_reader_version,
         c.file_len()
-    );
-    println!("  version     {}", h.artifact_version);
-    println!("  build id    {}", h.build_id);
-    println!("  created     {} (unix)", h.created_unix);
-    println!("  compiler    {}", h.compiler);
-    println!("  audience    {}", h.audience);
-    println!("  embedder    {} ({} dims, {} tokens)", h.embedder.id, h.embedder.dims, h.embedder.vocab_size);
+    )?;
+    writeln!(out, "  version     {}", h.artifact_version)?;
+    writeln!(out, "  build id    {}", h.build_id)?;
+    writeln!(out, "  created     {} (unix)", h.created_unix)?;
+    writeln!(out, "  compiler    {}", h.compiler)?;
+    writeln!(out, "  audience    {}", h.audience)?;
+    writeln!(out, "  embedder    {} ({} dims, {} tokens)", h.embedder.id, h.embedder.dims, h.embedder.vocab_size)?;
     match h.cipher {
-        Cipher::None => println!("  cipher      none (built with --no-encrypt)"),
-        Cipher::Aes256Gcm { key_id, .. } => println!("  cipher      aes-256-gcm, key id {}", hex(&key_id)),
+        Cipher::None => writeln!(out, "  cipher      none (built with --no-encrypt)")?,
+        Cipher::Aes256Gcm { key_id, .. } => writeln!(out, "  cipher      aes-256-gcm, key id {}", hex(&key_id))?,
     }
-    println!(
+    writeln!(
+        out,
         "  counts      {} chunks, {} terms, {} text blocks, {} sources",
         h.counts.chunks,
         h.counts.terms,
         h.counts.text_blocks,
         h.sources.len()
-    );
-    println!("  header      sha256 {}", hex(&c.header_digest));
-    println!("sections:");
+    )?;
+    writeln!(out, "  header      sha256 {}", hex(&c.header_digest))?;
+    writeln!(out, "sections:")?;
     for s in &h.sections {
-        println!(
+        writeln!(
+            out,
             "  {:<6} @{:<9} {:>10} stored {:>10} plain  {:<4} {:<9} sha256 {}",
             s.kind.name(),
             s.offset,
@@ -432,10 +450,11 @@ fn print_text(c: &OpenedContainer<'_>) {
             format!("{:?}", s.compression).to_lowercase(),
             if s.encrypted { "encrypted" } else { "plain" },
             hex(&s.plain_sha256)
-        );
+        )?;
     }
-    println!("sources:");
+    writeln!(out, "sources:")?;
     for s in &h.sources {
-        println!("  {}  {:>8} bytes  {}", hex(&s.sha256), s.bytes, s.path);
+        writeln!(out, "  {}  {:>8} bytes  {}", hex(&s.sha256), s.bytes, s.path)?;
     }
+    Ok(())
 }

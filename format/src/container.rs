@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::schema::{ArchivedHeader, Cipher, Compression, Header, Section, SectionKind};
 use crate::seal::{Key, KeyId, SealError, Sealer, TAG_LEN};
-use crate::{FORMAT_VERSION, MAGIC, OLDEST_SUPPORTED};
+use crate::{FORMAT_VERSION, MAGIC, MIN_READER_VERSION, OLDEST_SUPPORTED};
 
 /// Size of the fixed preamble at offset 0.
 pub const PREAMBLE_LEN: usize = 64;
@@ -51,18 +51,106 @@ pub enum ContainerError {
     Seal(#[from] SealError),
 }
 
-/// One section's content as the compiler hands it over: already serialised, split into blocks
-/// (one block for every section but `Texts`), each block already compressed or not.
+/// One unit of a section as the compiler hands it over: its bytes as stored before sealing
+/// (compressed or not) and the SHA-256 of its plaintext.
+#[derive(Debug, Clone)]
+pub struct PlanUnit {
+    pub bytes: Vec<u8>,
+    pub plain_sha256: [u8; 32],
+}
+
+impl PlanUnit {
+    /// A unit stored as its own plaintext.
+    pub fn plain(bytes: Vec<u8>) -> PlanUnit {
+        let plain_sha256 = Sha256::digest(&bytes).into();
+        PlanUnit { bytes, plain_sha256 }
+    }
+}
+
+/// One section's content as the compiler hands it over: already serialised and split into
+/// units (one unit for the model, stripes for a sealed index, blocks for texts).
 #[derive(Debug)]
 pub struct SectionPlan {
     pub kind: SectionKind,
-    /// Non-zero when `blocks` are stripes of one plaintext, each this long but the last.
+    /// Non-zero when `units` are stripes of one plaintext, each this long but the last.
     pub stripe_len: u64,
     pub encrypt: bool,
     pub compression: Compression,
-    pub blocks: Vec<Vec<u8>>,
+    pub units: Vec<PlanUnit>,
     pub plain_len: u64,
-    pub plain_sha256: [u8; 32],
+}
+
+impl SectionPlan {
+    /// The section's `plain_sha256` as format v2 defines it (see [`section_digest`]).
+    pub fn plain_sha256(&self) -> [u8; 32] {
+        section_digest(self.units.iter().map(|u| &u.plain_sha256))
+    }
+}
+
+/// Since format v2 a section's digest is the SHA-256 of its units' plaintext digests, in
+/// order: a rebuild hashes only the units that changed, and units hash on all cores.
+pub fn section_digest<'a>(unit_digests: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for d in unit_digests {
+        hasher.update(d);
+    }
+    hasher.finalize().into()
+}
+
+/// Computes a section's plaintext digest the way its artifact's format version defines it.
+#[derive(Debug)]
+pub enum SectionHasher {
+    /// Format v1: SHA-256 of the concatenated plaintext.
+    Concatenated(Sha256),
+    /// Format v2 and later: SHA-256 of the units' SHA-256 digests.
+    UnitDigests(Sha256),
+}
+
+impl SectionHasher {
+    pub fn for_version(format_version: u32) -> SectionHasher {
+        if format_version < 2 {
+            SectionHasher::Concatenated(Sha256::new())
+        } else {
+            SectionHasher::UnitDigests(Sha256::new())
+        }
+    }
+
+    /// Feed one unit's plaintext, in order.
+    pub fn unit(&mut self, plain: &[u8]) {
+        match self {
+            SectionHasher::Concatenated(h) => h.update(plain),
+            SectionHasher::UnitDigests(h) => h.update(Sha256::digest(plain)),
+        }
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        match self {
+            SectionHasher::Concatenated(h) | SectionHasher::UnitDigests(h) => h.finalize().into(),
+        }
+    }
+}
+
+/// Split a plaintext into stripes for sealing, hashing them on all cores.
+pub fn striped_units(plain: &[u8], stripe_len: usize) -> Vec<PlanUnit> {
+    let pieces: Vec<&[u8]> = plain.chunks(stripe_len.max(1)).collect();
+    let mut units: Vec<PlanUnit> =
+        pieces.iter().map(|_| PlanUnit { bytes: Vec::new(), plain_sha256: [0; 32] }).collect();
+    let workers = workers().min(pieces.len().max(1));
+    let per_worker = pieces.len().div_ceil(workers).max(1);
+    std::thread::scope(|scope| {
+        for (slots, pieces) in units.chunks_mut(per_worker).zip(pieces.chunks(per_worker)) {
+            scope.spawn(move || {
+                for (slot, piece) in slots.iter_mut().zip(pieces) {
+                    *slot = PlanUnit::plain(piece.to_vec());
+                }
+            });
+        }
+    });
+    units
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8)
 }
 
 /// Bytes a block of `len` occupies on disk.
@@ -78,8 +166,18 @@ fn header_bytes(header: &Header) -> AlignedVec {
     rkyv::to_bytes::<rancor::Error>(header).expect("serialising plain data into memory cannot fail")
 }
 
+/// One unit's place in the output: where its stored bytes go and how to seal them.
+struct UnitJob<'a> {
+    dest: &'a mut [u8],
+    plain: &'a [u8],
+    section_tag: u32,
+    unit: u64,
+    encrypt: bool,
+}
+
 /// Lay out and write a whole artifact into memory. `header.sections` is filled in here;
-/// `header.cipher` must already name the key id and salt when `key` is given.
+/// `header.cipher` must already name the key id and salt when `key` is given. Units are
+/// copied and sealed on all cores.
 pub fn write_container(mut header: Header, plans: &[SectionPlan], key: Option<&Key>) -> Vec<u8> {
     // First pass with placeholder offsets: rkyv's layout does not depend on integer values, so
     // the header's size is known before the real offsets are.
@@ -88,9 +186,9 @@ pub fn write_container(mut header: Header, plans: &[SectionPlan], key: Option<&K
         .map(|p| Section {
             kind: p.kind,
             offset: 0,
-            stored_len: p.blocks.iter().map(|b| stored_len(b.len(), p.encrypt) as u64).sum(),
+            stored_len: p.units.iter().map(|u| stored_len(u.bytes.len(), p.encrypt) as u64).sum(),
             plain_len: p.plain_len,
-            plain_sha256: p.plain_sha256,
+            plain_sha256: p.plain_sha256(),
             compression: p.compression,
             encrypted: p.encrypt,
             stripe_len: p.stripe_len,
@@ -108,7 +206,7 @@ pub fn write_container(mut header: Header, plans: &[SectionPlan], key: Option<&K
     let mut preamble = Vec::with_capacity(PREAMBLE_LEN);
     preamble.extend_from_slice(&MAGIC);
     preamble.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    preamble.extend_from_slice(&OLDEST_SUPPORTED.to_le_bytes());
+    preamble.extend_from_slice(&MIN_READER_VERSION.to_le_bytes());
     preamble.extend_from_slice(&(header_len as u32).to_le_bytes());
     preamble.extend_from_slice(&flags.to_le_bytes());
     let header_digest = digest_header(&preamble, &header_buf);
@@ -118,25 +216,52 @@ pub fn write_container(mut header: Header, plans: &[SectionPlan], key: Option<&K
         _ => None,
     };
 
-    let mut out = Vec::with_capacity(cursor + TRAILER_LEN);
-    out.extend_from_slice(&preamble);
-    out.extend_from_slice(&header_digest);
-    out.resize(PREAMBLE_LEN, 0);
-    out.extend_from_slice(&header_buf);
+    // Zero-filled, so padding is already in place.
+    let mut out = vec![0u8; cursor + TRAILER_LEN];
+    out[..preamble.len()].copy_from_slice(&preamble);
+    out[preamble.len()..preamble.len() + 32].copy_from_slice(&header_digest);
+    out[PREAMBLE_LEN..PREAMBLE_LEN + header_len].copy_from_slice(&header_buf);
+    let mut jobs = Vec::new();
+    let mut rest: &mut [u8] = &mut out[..cursor];
+    let mut consumed = 0;
     for (plan, section) in plans.iter().zip(&header.sections) {
-        out.resize(section.offset as usize, 0);
-        for (i, block) in plan.blocks.iter().enumerate() {
-            match (&sealer, plan.encrypt) {
-                (Some(sealer), true) => out.extend_from_slice(&sealer.seal(plan.kind.tag(), i as u64, block)),
-                (None, true) => panic!("section {} asks for encryption without a key", plan.kind.name()),
-                (_, false) => out.extend_from_slice(block),
-            }
+        assert!(sealer.is_some() || !plan.encrypt, "section {} asks for encryption without a key", plan.kind.name());
+        let mut at = section.offset as usize;
+        for (i, unit) in plan.units.iter().enumerate() {
+            let len = stored_len(unit.bytes.len(), plan.encrypt);
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - consumed);
+            let (dest, tail) = tail.split_at_mut(len);
+            rest = tail;
+            consumed = at + len;
+            at += len;
+            jobs.push(UnitJob {
+                dest,
+                plain: &unit.bytes,
+                section_tag: plan.kind.tag(),
+                unit: i as u64,
+                encrypt: plan.encrypt,
+            });
         }
     }
-    out.resize(align_up(out.len()), 0);
-    let digest = Sha256::digest(&out);
-    out.extend_from_slice(&TRAILER_MAGIC);
-    out.extend_from_slice(&digest);
+    let queue = std::sync::Mutex::new(jobs.into_iter());
+    std::thread::scope(|scope| {
+        for _ in 0..workers() {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
+                    let Some(job) = next else { break };
+                    let (body, tag) = job.dest.split_at_mut(job.plain.len());
+                    body.copy_from_slice(job.plain);
+                    if let (true, Some(sealer)) = (job.encrypt, &sealer) {
+                        tag.copy_from_slice(&sealer.seal_in_place(job.section_tag, job.unit, body));
+                    }
+                }
+            });
+        }
+    });
+    let digest = Sha256::digest(&out[..cursor]);
+    out[cursor..cursor + 8].copy_from_slice(&TRAILER_MAGIC);
+    out[cursor + 8..].copy_from_slice(&digest);
     out
 }
 
@@ -175,11 +300,6 @@ pub fn open_unit(
         }
     }
     Ok(out)
-}
-
-/// Split a plaintext into stripes for sealing.
-pub fn stripes(plain: &[u8], stripe_len: usize) -> Vec<Vec<u8>> {
-    plain.chunks(stripe_len.max(1)).map(<[u8]>::to_vec).collect()
 }
 
 /// Decrypt the stripes of one section in parallel, in place, into one aligned buffer.
@@ -434,8 +554,11 @@ mod tests {
             encrypt,
             compression: Compression::None,
             plain_len: plain.len() as u64,
-            plain_sha256: Sha256::digest(plain).into(),
-            blocks: if stripe_len > 0 { stripes(plain, stripe_len) } else { vec![plain.to_vec()] },
+            units: if stripe_len > 0 {
+                striped_units(plain, stripe_len)
+            } else {
+                vec![PlanUnit::plain(plain.to_vec())]
+            },
         }
     }
 

@@ -24,7 +24,11 @@ pub const MAGIC: [u8; 8] = *b"\x89LORE\r\n\x1a";
 
 /// The version this build writes. Every change to the bytes on disk bumps it and adds a golden
 /// artifact under `tests/compat/`.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest reader that understands what this build writes: version 2 changed how section
+/// digests are computed, so a version 1 reader would call a v2 artifact corrupt.
+pub const MIN_READER_VERSION: u32 = 2;
 
 /// The oldest format version this build can still read.
 pub const OLDEST_SUPPORTED: u32 = 1;

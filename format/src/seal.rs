@@ -126,6 +126,15 @@ impl Sealer {
             .expect("AES-GCM encryption of an in-memory buffer cannot fail")
     }
 
+    /// Encrypt one unit in place and return its tag, which is stored right after it.
+    pub fn seal_in_place(&self, section: u32, block: u64, buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let (nonce, aad) = self.nonce_and_aad(section, block);
+        self.cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, buf)
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail")
+            .into()
+    }
+
     /// Decrypt and authenticate one unit in place: `buf` holds the ciphertext without its tag.
     pub fn open_in_place(
         &self,

@@ -2,9 +2,8 @@
 //! section decrypted, decompressed, hash-checked and structurally validated.
 
 use rkyv::rancor;
-use sha2::{Digest, Sha256};
 
-use crate::container::{ContainerError, OpenedContainer};
+use crate::container::{ContainerError, OpenedContainer, SectionHasher};
 use crate::schema::{ArchivedEmbedderModel, ArchivedIndex, ArchivedTextBlock, SectionKind};
 use crate::seal::Key;
 
@@ -24,8 +23,16 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
         return Ok(VerifyReport { deep: false, text_blocks: 0 });
     }
     let sealer = container.sealer(key)?;
+    let version = container.format_version;
     let check_hash = |kind: SectionKind, plain: &[u8]| -> Result<(), ContainerError> {
-        if <[u8; 32]>::from(Sha256::digest(plain)) != container.section(kind).plain_sha256 {
+        let section = container.section(kind);
+        let mut hasher = SectionHasher::for_version(version);
+        if section.stripe_len > 0 {
+            plain.chunks(section.stripe_len as usize).for_each(|stripe| hasher.unit(stripe));
+        } else {
+            hasher.unit(plain);
+        }
+        if hasher.finish() != section.plain_sha256 {
             return Err(ContainerError::Corrupt(format!("the {} section does not match its digest", kind.name())));
         }
         Ok(())
@@ -40,7 +47,7 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
         .map_err(|e| ContainerError::Corrupt(format!("the index section is malformed: {e}")))?;
     let texts = container.raw_section(SectionKind::Texts);
     let texts_section = container.section(SectionKind::Texts);
-    let mut hasher = Sha256::new();
+    let mut hasher = SectionHasher::for_version(version);
     for (i, block) in index.blocks.iter().enumerate() {
         let start = block.offset.to_native() as usize;
         let raw = texts
@@ -59,11 +66,11 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
             compression,
             block.plain_len.to_native() as usize,
         )?;
-        hasher.update(&plain);
+        hasher.unit(&plain);
         rkyv::access::<ArchivedTextBlock, rancor::Error>(&plain)
             .map_err(|e| ContainerError::Corrupt(format!("text block {i} is malformed: {e}")))?;
     }
-    if <[u8; 32]>::from(hasher.finalize()) != texts_section.plain_sha256 {
+    if hasher.finish() != texts_section.plain_sha256 {
         return Err(ContainerError::Corrupt("the texts section does not match its digest".into()));
     }
     Ok(VerifyReport { deep: true, text_blocks: index.blocks.len() })

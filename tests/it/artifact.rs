@@ -39,7 +39,7 @@ fn sealed_artifact_round_trip_and_inspect() {
     let tmp = TempDir::new("art");
     let out = small_artifact(&tmp, &["--artifact-version", "2.3.0"]);
     let info = inspect(&out);
-    assert_eq!(info["format_version"], 1);
+    assert_eq!(info["format_version"], 2);
     assert_eq!(info["artifact_version"], "2.3.0");
     assert_eq!(info["cipher"]["name"], "aes-256-gcm");
     assert_eq!(info["counts"]["chunks"], 2);
@@ -286,4 +286,181 @@ fn incremental_rebuild_embeds_only_changed_files_and_keeps_ids() {
     let again = hit_ids(&ask(&out, "mountain huts", 10));
     assert_eq!(first.len(), again.len());
     assert!(again.contains(&"f0.yaml#/items/1".to_string()), "{again:?}");
+}
+
+/// `lorec build` with a cache folder; returns the run and its (embedded, cached) file counts.
+fn build_cached(kb: &Path, out: &Path, cache: &Path, extra: &[&str]) -> (Run, (u64, u64)) {
+    let mut cmd = lorec();
+    if !extra.contains(&"--no-encrypt") {
+        cmd.env("LORE_KEY", TEST_KEY);
+    }
+    let r = run(cmd
+        .arg("build")
+        .arg(kb)
+        .arg("-o")
+        .arg(out)
+        .arg("--model")
+        .arg(model_dir())
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(extra)
+        .env("LORE_LOG", "info")
+        .env("LORE_LOG_FORMAT", "json"));
+    let counts = r
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "artifact written")
+        .map_or((0, 0), |v| {
+            (v["fields"]["embedded_files"].as_u64().unwrap_or(0), v["fields"]["cached_files"].as_u64().unwrap_or(0))
+        });
+    (r, counts)
+}
+
+/// Every hit (id and score) for a few questions, to compare two artifacts' answers.
+fn answers(artifact: &Path) -> Vec<(String, String)> {
+    ["sailing boats", "alpine huts in winter", "who cooks soup", "lighthouse"]
+        .iter()
+        .flat_map(|q| {
+            let a = ask_ranked(artifact, q, 50);
+            a["hits"]
+                .as_array()
+                .expect("hits")
+                .iter()
+                .map(|h| (h["id"].as_str().unwrap_or_default().to_string(), format!("{:.5}", h["score"])))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn an_incremental_build_answers_exactly_like_a_clean_build() {
+    let tmp = TempDir::new("inc-equal");
+    for i in 0..6 {
+        tmp.write(
+            &format!("kb/f{i}.yaml"),
+            format!(
+                "items:\n  - title: Item {i} about sailing boats\n    summary: Crossed the bay {i} times in a dinghy.\n  - title: Item {i} about mountain huts\n    summary: Cooked soup for {i} hikers.\n"
+            ),
+        );
+    }
+    tmp.write("kb/notes.md", "# Notes\n\nThe lighthouse on the point.\n\n## Winter\n\nAlpine huts close in winter.\n");
+    let kb = tmp.path().join("kb");
+    let cache = tmp.path().join("cache");
+    let incremental = tmp.path().join("incremental.lore");
+    let (r, counts) = build_cached(&kb, &incremental, &cache, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(counts, (7, 0));
+    // Edit one file, add one, delete one: the rebuild reuses the other four units.
+    tmp.write("kb/f2.yaml", "items:\n  - title: Item 2 about alpine huts\n    summary: Snowed in for a week.\n");
+    tmp.write("kb/f9.yaml", "items:\n  - title: Item 9 about sailing boats in a storm\n");
+    std::fs::remove_file(kb.join("f4.yaml")).expect("remove");
+    let (r, counts) = build_cached(&kb, &incremental, &cache, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(counts, (2, 5));
+    let clean = tmp.path().join("clean.lore");
+    build(&kb, &clean, &[]);
+    assert_eq!(inspect(&incremental)["counts"], inspect(&clean)["counts"]);
+    assert_eq!(answers(&incremental), answers(&clean));
+    let verified = run(lorec().arg("verify").arg(&incremental).env("LORE_KEY", TEST_KEY));
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+}
+
+#[test]
+fn cached_files_still_show_their_warnings() {
+    let tmp = TempDir::new("inc-warn");
+    tmp.write("kb/jobs.yaml", "jobs:\n  - title: Baker\n    highlights:\n      - Bread\n      - Bread\n");
+    let kb = tmp.path().join("kb");
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("kb.lore");
+    let (first, counts) = build_cached(&kb, &out, &cache, &[]);
+    assert_eq!((first.code, counts), (0, (1, 0)), "{}", first.stderr);
+    let (second, counts) = build_cached(&kb, &out, &cache, &[]);
+    assert_eq!((second.code, counts), (0, (0, 1)), "{}", second.stderr);
+    let warning = |r: &Run| r.stderr.lines().filter(|l| l.contains("is listed twice")).count();
+    assert_eq!(warning(&first), 1, "{}", first.stderr);
+    assert_eq!(warning(&second), 1, "a cached file lost its warning:\n{}", second.stderr);
+    assert!(second.stderr.contains("jobs.yaml:5:"), "{}", second.stderr);
+    let (denied, _) = build_cached(&kb, &out, &cache, &["--deny", "warnings"]);
+    assert_eq!(denied.code, 2, "--deny warnings must fail on cached warnings too:\n{}", denied.stderr);
+}
+
+#[test]
+fn a_damaged_cache_costs_time_not_correctness() {
+    let tmp = TempDir::new("inc-damage");
+    tmp.write("kb/a.yaml", "items:\n  - title: Sailing boats on the bay\n");
+    tmp.write("kb/b.yaml", "items:\n  - title: Mountain huts in winter\n");
+    let kb = tmp.path().join("kb");
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("kb.lore");
+    assert_eq!(build_cached(&kb, &out, &cache, &[]).0.code, 0);
+    let expected = answers(&out);
+    // Garble every unit and cut the embedding cache mid-row.
+    for entry in std::fs::read_dir(&cache).expect("cache folder") {
+        let path = entry.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("read");
+        let damaged = match path.extension().and_then(|e| e.to_str()) {
+            Some("unit") => bytes.iter().map(|b| b ^ 0x5a).collect(),
+            Some("vecs") => bytes[..bytes.len() - 7].to_vec(),
+            Some("keys") => bytes[..bytes.len() - 3].to_vec(),
+            _ => bytes,
+        };
+        std::fs::write(&path, damaged).expect("write");
+    }
+    let (r, counts) = build_cached(&kb, &out, &cache, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(counts, (2, 0), "damaged units must be misses");
+    assert_eq!(answers(&out), expected);
+    let (r, counts) = build_cached(&kb, &out, &cache, &[]);
+    assert_eq!((r.code, counts), (0, (0, 2)), "the cache heals: {}", r.stderr);
+    assert_eq!(answers(&out), expected);
+}
+
+#[test]
+fn one_cache_serves_both_audiences_without_leaking() {
+    let tmp = TempDir::new("inc-audience");
+    tmp.write(
+        "kb/jobs.yaml",
+        "jobs:\n  - title: Harbour pilot\n  - title: Secret night shift at the quorvex yard\n    visibility: internal\n",
+    );
+    let kb = tmp.path().join("kb");
+    let cache = tmp.path().join("cache");
+    let internal = tmp.path().join("internal.lore");
+    let (r, _) = build_cached(&kb, &internal, &cache, &["--audience", "internal"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(inspect(&internal)["counts"]["chunks"], 2);
+    let public = tmp.path().join("public.lore");
+    let (r, counts) = build_cached(&kb, &public, &cache, &["--audience", "public", "--no-encrypt"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(counts, (1, 0), "the internal build's unit must not serve a public build");
+    assert_eq!(inspect(&public)["counts"]["chunks"], 1);
+    let bytes = std::fs::read(&public).expect("read");
+    assert!(!bytes.windows(7).any(|w| w == b"quorvex"), "internal text leaked into a public build");
+}
+
+#[test]
+fn inspect_into_a_closed_pipe_exits_quietly_instead_of_panicking() {
+    // Regression: `lorec inspect big.lore | head` panicked with "failed printing to stdout".
+    let tmp = TempDir::new("pipe");
+    for i in 0..800 {
+        tmp.write(&format!("kb/f{i:04}.yaml"), format!("items:\n  - title: Item number {i}\n"));
+    }
+    let out = tmp.path().join("kb.lore");
+    build(&tmp.path().join("kb"), &out, &[]);
+    let mut child = lorec()
+        .arg("inspect")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lorec");
+    // Read one line, then hang up, as `head -1` does; the listing is far longer than a pipe holds.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("the listing starts");
+    drop(stdout);
+    let done = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(done.status.code(), Some(0), "{stderr}");
 }

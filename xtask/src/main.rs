@@ -22,6 +22,7 @@ tasks:
   bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run
   eval persona  retrieval and topic-detection quality on the persona sets (see EVALUATION.md)
   eval scifact  BEIR SciFact nDCG@10 / Recall@100, train and test; --tune grid-searches on train
+  synth N DIR   write the deterministic synthetic knowledge base of N chunks that bench uses into DIR
 ";
 
 fn main() {
@@ -43,6 +44,10 @@ fn run() -> Result<()> {
         Some("eval") => {
             eval::run(&root, args.get(1).map(String::as_str).unwrap_or("persona"), args.iter().any(|a| a == "--tune"))
         }
+        Some("synth") => match (args.get(1).and_then(|n| n.parse().ok()), args.get(2)) {
+            (Some(n), Some(dir)) => synth::generate(Path::new(dir), n),
+            _ => bail!("usage: cargo xtask synth N DIR"),
+        },
         _ => {
             eprint!("{USAGE}");
             bail!("unknown or missing task")

@@ -1,0 +1,288 @@
+//! Compiled units: everything the artifact needs from one source file, in final form
+//! (compressed text blocks, stored vectors, analysed BM25 terms, replayable warnings), cached
+//! per file, so a rebuild compiles only the files that changed and then merges.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use format::analyze::Analyzer;
+use format::{ChunkRecord, Compression, TextBlock};
+use rkyv::rancor;
+use rkyv::{Archive, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::chunk::{CHUNKER_VERSION, Chunk};
+use crate::diag::{Diagnostic, Label, Pos, Severity};
+
+/// Bump when block packing, analysis or this layout changes, so old cache entries miss.
+const UNIT_VERSION: u32 = 1;
+
+/// Target plaintext size of one text block: small enough that opening a hit costs
+/// microseconds, large enough for zstd to find repetition. Blocks never span two files, so a
+/// file's blocks can be reused as they are.
+pub const TEXT_BLOCK_BYTES: usize = 16 * 1024;
+
+/// How chunk vectors are stored.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorFormat {
+    F32,
+    /// Symmetric int8 with a per-chunk scale: a quarter of the size; see EVALUATION.md for the
+    /// quality cost.
+    I8,
+}
+
+/// One text block, compressed (or not) and ready to be sealed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct UnitBlock {
+    pub stored: Vec<u8>,
+    pub compression: Compression,
+    pub plain_len: u32,
+    pub plain_sha256: [u8; 32],
+    /// How many chunk records the block holds.
+    pub chunks: u32,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum UnitVectors {
+    F32(Vec<f32>),
+    I8 { values: Vec<i8>, scales: Vec<f32> },
+}
+
+/// A diagnostic in a form the cache can store; only warnings are ever cached, because a file
+/// with errors never reaches a build.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CachedDiagnostic {
+    pub code: String,
+    pub message: String,
+    pub labels: Vec<(String, u32, u32, String)>,
+    pub hint: Option<String>,
+}
+
+/// Everything one source file contributes to an artifact, for one audience and vector format.
+/// Chunk-level arrays cover the admitted chunks only, in source order.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Unit {
+    pub warnings: Vec<CachedDiagnostic>,
+    /// Chunks in the file before the audience filter.
+    pub chunks_found: u32,
+    pub titles: Vec<String>,
+    pub blocks: Vec<UnitBlock>,
+    pub vectors: UnitVectors,
+    /// The file's own BM25 vocabulary; `chunk_terms` index into it.
+    pub terms: Vec<String>,
+    /// Per chunk, where its terms start in `chunk_terms`/`chunk_tfs` (one more entry than chunks).
+    pub chunk_term_starts: Vec<u32>,
+    pub chunk_terms: Vec<u32>,
+    pub chunk_tfs: Vec<u16>,
+    /// Per chunk, its length in analysed terms.
+    pub chunk_lens: Vec<u32>,
+}
+
+impl Unit {
+    /// Compile one file's admitted chunks and their vectors.
+    pub fn compile(
+        chunks: &[&Chunk],
+        vectors: &[Vec<f32>],
+        format: VectorFormat,
+        chunks_found: usize,
+        warnings: &[&Diagnostic],
+    ) -> Unit {
+        let mut unit = Unit {
+            warnings: warnings.iter().map(|d| CachedDiagnostic::from(*d)).collect(),
+            chunks_found: chunks_found as u32,
+            titles: chunks.iter().map(|c| c.title.clone()).collect(),
+            blocks: pack_blocks(chunks),
+            vectors: store_vectors(vectors, format),
+            terms: Vec::new(),
+            chunk_term_starts: vec![0],
+            chunk_terms: Vec::new(),
+            chunk_tfs: Vec::new(),
+            chunk_lens: Vec::with_capacity(chunks.len()),
+        };
+        let analyzer = Analyzer::default();
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut tf: HashMap<u32, u32> = HashMap::new();
+        let mut sorted = Vec::new();
+        for chunk in chunks {
+            tf.clear();
+            let mut len = 0u32;
+            analyzer.for_each_term(&chunk.text, |term| {
+                let id = match ids.get(term) {
+                    Some(&id) => id,
+                    None => {
+                        let id = unit.terms.len() as u32;
+                        ids.insert(term.to_string(), id);
+                        unit.terms.push(term.to_string());
+                        id
+                    }
+                };
+                *tf.entry(id).or_default() += 1;
+                len += 1;
+            });
+            sorted.clear();
+            sorted.extend(tf.iter().map(|(&t, &n)| (t, n.min(u32::from(u16::MAX)) as u16)));
+            sorted.sort_unstable();
+            unit.chunk_terms.extend(sorted.iter().map(|p| p.0));
+            unit.chunk_tfs.extend(sorted.iter().map(|p| p.1));
+            unit.chunk_term_starts.push(unit.chunk_terms.len() as u32);
+            unit.chunk_lens.push(len);
+        }
+        unit
+    }
+
+    pub fn chunks(&self) -> usize {
+        self.chunk_lens.len()
+    }
+
+    pub fn warnings(&self, file: &str) -> impl Iterator<Item = Diagnostic> + '_ {
+        let file = file.to_string();
+        self.warnings.iter().map(move |w| w.to_diagnostic(&file))
+    }
+}
+
+fn pack_blocks(chunks: &[&Chunk]) -> Vec<UnitBlock> {
+    let mut groups: Vec<Vec<ChunkRecord>> = Vec::new();
+    let mut bytes = 0;
+    for chunk in chunks {
+        let size = chunk.text.len() + chunk.id.len() * 2 + chunk.title.len() + 64;
+        if groups.is_empty() || (bytes > 0 && bytes + size > TEXT_BLOCK_BYTES) {
+            groups.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        groups.last_mut().expect("a group was just pushed").push(ChunkRecord {
+            id: chunk.id.clone(),
+            doc: chunk.doc.clone(),
+            path: chunk.path.clone(),
+            title: chunk.title.clone(),
+            section: chunk.section.clone(),
+            tags: chunk.tags.clone(),
+            visibility: chunk.visibility,
+            text: chunk.text.clone(),
+        });
+    }
+    groups
+        .into_iter()
+        .map(|chunks| {
+            let count = chunks.len() as u32;
+            let block = TextBlock { chunks };
+            let plain = rkyv::to_bytes::<rancor::Error>(&block).expect("serialising into memory cannot fail");
+            let z = format::compress::zstd_compress(&plain);
+            let (stored, compression) = if format::compress::worth_it(plain.len(), z.len()) {
+                (z, Compression::Zstd)
+            } else {
+                (plain.to_vec(), Compression::None)
+            };
+            UnitBlock {
+                stored,
+                compression,
+                plain_len: plain.len() as u32,
+                plain_sha256: Sha256::digest(&plain).into(),
+                chunks: count,
+            }
+        })
+        .collect()
+}
+
+fn store_vectors(vectors: &[Vec<f32>], format: VectorFormat) -> UnitVectors {
+    match format {
+        VectorFormat::F32 => UnitVectors::F32(vectors.iter().flatten().copied().collect()),
+        VectorFormat::I8 => {
+            let mut values = Vec::with_capacity(vectors.iter().map(Vec::len).sum());
+            let mut scales = Vec::with_capacity(vectors.len());
+            for v in vectors {
+                let (q, scale) = format::embed::quantize(v);
+                values.extend_from_slice(&q);
+                scales.push(scale);
+            }
+            UnitVectors::I8 { values, scales }
+        }
+    }
+}
+
+impl From<&Diagnostic> for CachedDiagnostic {
+    fn from(d: &Diagnostic) -> Self {
+        let label = |l: &Label| (l.file.clone(), l.pos.line as u32, l.pos.col as u32, l.message.clone());
+        CachedDiagnostic {
+            code: d.code.to_string(),
+            message: d.message.clone(),
+            labels: std::iter::once(&d.primary).chain(&d.secondary).map(label).collect(),
+            hint: d.hint.clone(),
+        }
+    }
+}
+
+impl CachedDiagnostic {
+    fn to_diagnostic(&self, file: &str) -> Diagnostic {
+        let label = |(f, line, col, message): &(String, u32, u32, String)| Label {
+            file: f.clone(),
+            pos: Pos { line: *line as usize, col: *col as usize },
+            message: message.clone(),
+        };
+        let mut labels = self.labels.iter().map(label);
+        let primary = labels.next().unwrap_or_else(|| Label { file: file.to_string(), ..Default::default() });
+        Diagnostic {
+            severity: Severity::Warning,
+            code: self.code.clone().into(),
+            message: self.message.clone(),
+            primary,
+            secondary: labels.collect(),
+            hint: self.hint.clone(),
+        }
+    }
+}
+
+/// The folder of cached units for one build configuration.
+#[derive(Debug)]
+pub struct UnitCache {
+    dir: PathBuf,
+    /// Everything besides the file that decides a unit's content.
+    config: [u8; 32],
+}
+
+impl UnitCache {
+    /// `fingerprint` names the embedder; audience and vector format change what a unit holds.
+    pub fn new(dir: &Path, fingerprint: &[u8; 32], audience: &str, vectors: VectorFormat) -> UnitCache {
+        let config = Sha256::new()
+            .chain_update(fingerprint)
+            .chain_update(audience.as_bytes())
+            .chain_update([0, vectors as u8])
+            .chain_update(CHUNKER_VERSION.to_le_bytes())
+            .chain_update(UNIT_VERSION.to_le_bytes())
+            .finalize()
+            .into();
+        UnitCache { dir: dir.to_path_buf(), config }
+    }
+
+    fn entry_path(&self, rel: &str, sha256: &[u8; 32]) -> PathBuf {
+        let key = Sha256::new()
+            .chain_update(self.config)
+            .chain_update(rel.as_bytes())
+            .chain_update([0])
+            .chain_update(sha256)
+            .finalize();
+        let hex: String = key[..16].iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{hex}.unit"))
+    }
+
+    /// A cached unit, or `None` when absent or unreadable (a damaged entry is just a miss).
+    pub fn get(&self, rel: &str, sha256: &[u8; 32]) -> Option<Unit> {
+        let bytes = std::fs::read(self.entry_path(rel, sha256)).ok()?;
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(&bytes);
+        rkyv::from_bytes::<Unit, rancor::Error>(&aligned).ok()
+    }
+
+    /// Store a unit atomically; failures only cost speed, so they are logged, not raised.
+    pub fn put(&self, rel: &str, sha256: &[u8; 32], unit: &Unit) {
+        let path = self.entry_path(rel, sha256);
+        let result = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.dir)?;
+            let bytes = rkyv::to_bytes::<rancor::Error>(unit).map_err(std::io::Error::other)?;
+            crate::write_replacing(&path, &bytes)
+        })();
+        if let Err(e) = result {
+            tracing::warn!("could not write build cache entry {}: {e}", path.display());
+        }
+    }
+}
