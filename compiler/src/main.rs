@@ -276,18 +276,18 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
             }
             let t = std::time::Instant::now();
-            compiler::atomic_write(&output, &built.bytes)
+            compiler::atomic_write_with(&output, |file| built.container.write_to(key.as_ref(), file))
                 .with_context(|| format!("cannot write {}", output.display()))?;
             tracing::debug!(ms = t.elapsed().as_millis() as u64, "write");
             tracing::info!(
                 artifact = %output.display(),
-                build_id = %built.header.build_id,
+                build_id = %built.container.header().build_id,
                 chunks = built.chunks,
                 files = checked.sources.len(),
                 embedded_files = built.embedded_files,
                 cached_files = built.cached_files,
                 embedding_cache_hits = built.embedding_cache_hits,
-                bytes = built.bytes.len(),
+                bytes = built.container.len(),
                 sealed = key.is_some(),
                 ms = started.elapsed().as_millis() as u64,
                 "artifact written"

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use format::ModelTable;
+use format::{EmbedderModel, ModelTable};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -21,7 +21,23 @@ pub enum ModelError {
 pub struct Model {
     pub id: String,
     pub weights_sha256: [u8; 32],
-    pub table: ModelTable,
+    /// Always `EmbedderModel::Static`: kept in the model section's own type so the section
+    /// serialises straight from here, without copying the table.
+    section: EmbedderModel,
+}
+
+impl Model {
+    pub fn table(&self) -> &ModelTable {
+        match &self.section {
+            EmbedderModel::Static(table) => table,
+            _ => unreachable!("`load` only ever builds a static table"),
+        }
+    }
+
+    /// The model section to store in an artifact.
+    pub fn section(&self) -> &EmbedderModel {
+        &self.section
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
@@ -91,7 +107,9 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
     let [rows, dims] = emb.shape[..] else {
         return Err(invalid(&st_path, "the embeddings tensor is not 2-D"));
     };
-    let values = emb.to_f32().map_err(|m| invalid(&st_path, m))?;
+    if emb.data.len() != rows * dims * emb.width().map_err(|m| invalid(&st_path, m))? {
+        return Err(invalid(&st_path, "the embeddings tensor's size does not match its shape"));
+    }
     let token_weights = tensors.get("weights").map(|t| t.to_f32()).transpose().map_err(|m| invalid(&st_path, m))?;
     let mapping = tensors.get("mapping").map(|t| t.to_i64()).transpose().map_err(|m| invalid(&st_path, m))?;
     let vocab_size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
@@ -108,8 +126,10 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
             continue;
         }
         let scale = token_weights.as_ref().and_then(|w| w.get(id).copied()).unwrap_or(1.0);
-        for (dst, src) in embeddings[id * dims..(id + 1) * dims].iter_mut().zip(&values[row * dims..(row + 1) * dims]) {
-            *dst = src * scale;
+        let dst = &mut embeddings[id * dims..(id + 1) * dims];
+        emb.read_f32_into(row * dims, dst).map_err(|m| invalid(&st_path, m))?;
+        if scale != 1.0 {
+            dst.iter_mut().for_each(|x| *x *= scale);
         }
     }
     let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -117,7 +137,7 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
     Ok(Model {
         id,
         weights_sha256,
-        table: ModelTable {
+        section: EmbedderModel::Static(ModelTable {
             vocab,
             unk_id,
             continuing_prefix: model["continuing_subword_prefix"].as_str().unwrap_or("##").to_string(),
@@ -129,7 +149,7 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
             normalize,
             dims: dims as u32,
             embeddings,
-        },
+        }),
     })
 }
 
@@ -140,6 +160,34 @@ struct Tensor<'a> {
 }
 
 impl Tensor<'_> {
+    /// Bytes per element of a float tensor.
+    fn width(&self) -> Result<usize, String> {
+        match self.dtype.as_str() {
+            "F16" => Ok(2),
+            "F32" => Ok(4),
+            "F64" => Ok(8),
+            other => Err(format!("unsupported tensor dtype {other}")),
+        }
+    }
+
+    /// Convert `dst.len()` elements starting at element `start` to f32, without an
+    /// intermediate copy of the whole tensor.
+    fn read_f32_into(&self, start: usize, dst: &mut [f32]) -> Result<(), String> {
+        let width = self.width()?;
+        let bytes = self
+            .data
+            .get(start * width..(start + dst.len()) * width)
+            .ok_or_else(|| format!("element {start} lies outside the tensor"))?;
+        for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(width)) {
+            *d = match width {
+                2 => f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
+                4 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                _ => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+            };
+        }
+        Ok(())
+    }
+
     fn to_f32(&self) -> Result<Vec<f32>, String> {
         match self.dtype.as_str() {
             "F32" => Ok(self.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
@@ -243,7 +291,7 @@ mod tests {
         assert_eq!(fixture["model_safetensors_sha256"].as_str().map(str::to_string), Some(hex(&model.weights_sha256)));
         let cases = fixture["cases"].as_array().expect("cases");
         assert!(cases.len() >= 40);
-        let table = &model.table;
+        let table = model.table();
         for case in cases {
             let text = case["text"].as_str().expect("text");
             let want: Vec<u32> =

@@ -26,6 +26,11 @@ impl SourceMap {
     pub fn insert(&mut self, rel: &str, text: &str) {
         self.0.insert(rel.to_string(), text.to_string());
     }
+
+    /// Take over every file of `other`.
+    pub fn absorb(&mut self, other: SourceMap) {
+        self.0.extend(other.0);
+    }
 }
 
 impl SourceLookup for SourceMap {

@@ -4,6 +4,8 @@
 //! that every section lies inside the file. Sections are decrypted lazily by the caller;
 //! [`OpenedContainer::verify`] is the full check that reads every byte.
 
+use std::io::Write;
+
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use sha2::{Digest, Sha256};
@@ -51,36 +53,69 @@ pub enum ContainerError {
     Seal(#[from] SealError),
 }
 
-/// One unit of a section as the compiler hands it over: its bytes as stored before sealing
-/// (compressed or not) and the SHA-256 of its plaintext.
-#[derive(Debug, Clone)]
-pub struct PlanUnit {
-    pub bytes: Vec<u8>,
+/// Where one unit sits in its section's data, and the SHA-256 of its plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitSpan {
+    pub len: usize,
     pub plain_sha256: [u8; 32],
 }
 
-impl PlanUnit {
-    /// A unit stored as its own plaintext.
-    pub fn plain(bytes: Vec<u8>) -> PlanUnit {
-        let plain_sha256 = Sha256::digest(&bytes).into();
-        PlanUnit { bytes, plain_sha256 }
-    }
-}
-
-/// One section's content as the compiler hands it over: already serialised and split into
-/// units (one unit for the model, stripes for a sealed index, blocks for texts).
+/// One section's content as the compiler hands it over: already serialised, its units (one
+/// for the model, stripes for a sealed index, blocks for texts) stored back to back in
+/// `data`, each already compressed or not.
 #[derive(Debug)]
 pub struct SectionPlan {
     pub kind: SectionKind,
-    /// Non-zero when `units` are stripes of one plaintext, each this long but the last.
+    /// Non-zero when the units are stripes of one plaintext, each this long but the last.
     pub stripe_len: u64,
     pub encrypt: bool,
     pub compression: Compression,
-    pub units: Vec<PlanUnit>,
     pub plain_len: u64,
+    pub data: Vec<u8>,
+    pub units: Vec<UnitSpan>,
 }
 
 impl SectionPlan {
+    /// A section that is one uncompressed unit.
+    pub fn whole(kind: SectionKind, data: Vec<u8>, encrypt: bool) -> SectionPlan {
+        let unit = UnitSpan { len: data.len(), plain_sha256: Sha256::digest(&data).into() };
+        SectionPlan {
+            kind,
+            stripe_len: 0,
+            encrypt,
+            compression: Compression::None,
+            plain_len: data.len() as u64,
+            data,
+            units: vec![unit],
+        }
+    }
+
+    /// An uncompressed section sealed in stripes of `stripe_len`, hashed on all cores.
+    pub fn striped(kind: SectionKind, data: Vec<u8>, stripe_len: usize, encrypt: bool) -> SectionPlan {
+        let stripe_len = stripe_len.max(1);
+        let pieces: Vec<&[u8]> = data.chunks(stripe_len).collect();
+        let mut units = vec![UnitSpan { len: 0, plain_sha256: [0; 32] }; pieces.len()];
+        let per_worker = pieces.len().div_ceil(workers()).max(1);
+        std::thread::scope(|scope| {
+            for (slots, pieces) in units.chunks_mut(per_worker).zip(pieces.chunks(per_worker)) {
+                scope.spawn(move || {
+                    for (slot, piece) in slots.iter_mut().zip(pieces) {
+                        *slot = UnitSpan { len: piece.len(), plain_sha256: Sha256::digest(piece).into() };
+                    }
+                });
+            }
+        });
+        SectionPlan {
+            kind,
+            stripe_len: stripe_len as u64,
+            encrypt,
+            compression: Compression::None,
+            plain_len: data.len() as u64,
+            data,
+            units,
+        }
+    }
+
     /// The section's `plain_sha256` as format v2 defines it (see [`section_digest`]).
     pub fn plain_sha256(&self) -> [u8; 32] {
         section_digest(self.units.iter().map(|u| &u.plain_sha256))
@@ -130,25 +165,6 @@ impl SectionHasher {
     }
 }
 
-/// Split a plaintext into stripes for sealing, hashing them on all cores.
-pub fn striped_units(plain: &[u8], stripe_len: usize) -> Vec<PlanUnit> {
-    let pieces: Vec<&[u8]> = plain.chunks(stripe_len.max(1)).collect();
-    let mut units: Vec<PlanUnit> =
-        pieces.iter().map(|_| PlanUnit { bytes: Vec::new(), plain_sha256: [0; 32] }).collect();
-    let workers = workers().min(pieces.len().max(1));
-    let per_worker = pieces.len().div_ceil(workers).max(1);
-    std::thread::scope(|scope| {
-        for (slots, pieces) in units.chunks_mut(per_worker).zip(pieces.chunks(per_worker)) {
-            scope.spawn(move || {
-                for (slot, piece) in slots.iter_mut().zip(pieces) {
-                    *slot = PlanUnit::plain(piece.to_vec());
-                }
-            });
-        }
-    });
-    units
-}
-
 fn workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8)
 }
@@ -166,102 +182,184 @@ fn header_bytes(header: &Header) -> AlignedVec {
     rkyv::to_bytes::<rancor::Error>(header).expect("serialising plain data into memory cannot fail")
 }
 
-/// One unit's place in the output: where its stored bytes go and how to seal them.
-struct UnitJob<'a> {
-    dest: &'a mut [u8],
-    plain: &'a [u8],
-    section_tag: u32,
-    unit: u64,
-    encrypt: bool,
+/// An artifact laid out and ready to write: offsets are fixed, the header is final.
+#[derive(Debug)]
+pub struct Container {
+    header: Header,
+    /// Preamble (header digest included) and header, padded to the first section.
+    head: Vec<u8>,
+    header_digest: [u8; 32],
+    plans: Vec<SectionPlan>,
+    /// Offset of the trailer.
+    body_len: usize,
 }
 
-/// Lay out and write a whole artifact into memory. `header.sections` is filled in here;
-/// `header.cipher` must already name the key id and salt when `key` is given. Units are
-/// copied and sealed on all cores.
-pub fn write_container(mut header: Header, plans: &[SectionPlan], key: Option<&Key>) -> Vec<u8> {
-    // First pass with placeholder offsets: rkyv's layout does not depend on integer values, so
-    // the header's size is known before the real offsets are.
-    header.sections = plans
-        .iter()
-        .map(|p| Section {
-            kind: p.kind,
-            offset: 0,
-            stored_len: p.units.iter().map(|u| stored_len(u.bytes.len(), p.encrypt) as u64).sum(),
-            plain_len: p.plain_len,
-            plain_sha256: p.plain_sha256(),
-            compression: p.compression,
-            encrypted: p.encrypt,
-            stripe_len: p.stripe_len,
-        })
-        .collect();
-    let header_len = header_bytes(&header).len();
-    let mut cursor = align_up(PREAMBLE_LEN + header_len);
-    for section in &mut header.sections {
-        section.offset = cursor as u64;
-        cursor = align_up(cursor + section.stored_len as usize);
-    }
-    let header_buf = header_bytes(&header);
-    assert_eq!(header_buf.len(), header_len, "header size must not depend on offsets");
-    let flags = if key.is_some() && matches!(header.cipher, Cipher::Aes256Gcm { .. }) { FLAG_SEALED } else { 0 };
-    let mut preamble = Vec::with_capacity(PREAMBLE_LEN);
-    preamble.extend_from_slice(&MAGIC);
-    preamble.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    preamble.extend_from_slice(&MIN_READER_VERSION.to_le_bytes());
-    preamble.extend_from_slice(&(header_len as u32).to_le_bytes());
-    preamble.extend_from_slice(&flags.to_le_bytes());
-    let header_digest = digest_header(&preamble, &header_buf);
-
-    let sealer = match (key, header.cipher) {
-        (Some(key), Cipher::Aes256Gcm { salt, .. }) => Some(Sealer::new(key, &salt, header_digest)),
-        _ => None,
-    };
-
-    // Zero-filled, so padding is already in place.
-    let mut out = vec![0u8; cursor + TRAILER_LEN];
-    out[..preamble.len()].copy_from_slice(&preamble);
-    out[preamble.len()..preamble.len() + 32].copy_from_slice(&header_digest);
-    out[PREAMBLE_LEN..PREAMBLE_LEN + header_len].copy_from_slice(&header_buf);
-    let mut jobs = Vec::new();
-    let mut rest: &mut [u8] = &mut out[..cursor];
-    let mut consumed = 0;
-    for (plan, section) in plans.iter().zip(&header.sections) {
-        assert!(sealer.is_some() || !plan.encrypt, "section {} asks for encryption without a key", plan.kind.name());
-        let mut at = section.offset as usize;
-        for (i, unit) in plan.units.iter().enumerate() {
-            let len = stored_len(unit.bytes.len(), plan.encrypt);
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - consumed);
-            let (dest, tail) = tail.split_at_mut(len);
-            rest = tail;
-            consumed = at + len;
-            at += len;
-            jobs.push(UnitJob {
-                dest,
-                plain: &unit.bytes,
-                section_tag: plan.kind.tag(),
-                unit: i as u64,
-                encrypt: plan.encrypt,
-            });
+impl Container {
+    /// Fix the layout. `header.sections` is filled in here; `header.cipher` must already name
+    /// the key id and salt when the artifact is to be sealed.
+    pub fn layout(mut header: Header, plans: Vec<SectionPlan>) -> Container {
+        // First pass with placeholder offsets: rkyv's layout does not depend on integer values,
+        // so the header's size is known before the real offsets are.
+        header.sections = plans
+            .iter()
+            .map(|p| Section {
+                kind: p.kind,
+                offset: 0,
+                stored_len: p.units.iter().map(|u| stored_len(u.len, p.encrypt) as u64).sum(),
+                plain_len: p.plain_len,
+                plain_sha256: p.plain_sha256(),
+                compression: p.compression,
+                encrypted: p.encrypt,
+                stripe_len: p.stripe_len,
+            })
+            .collect();
+        let header_len = header_bytes(&header).len();
+        let mut cursor = align_up(PREAMBLE_LEN + header_len);
+        for section in &mut header.sections {
+            section.offset = cursor as u64;
+            cursor = align_up(cursor + section.stored_len as usize);
         }
+        let header_buf = header_bytes(&header);
+        assert_eq!(header_buf.len(), header_len, "header size must not depend on offsets");
+        let flags = if matches!(header.cipher, Cipher::Aes256Gcm { .. }) { FLAG_SEALED } else { 0 };
+        let mut head = Vec::with_capacity(align_up(PREAMBLE_LEN + header_len));
+        head.extend_from_slice(&MAGIC);
+        head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        head.extend_from_slice(&MIN_READER_VERSION.to_le_bytes());
+        head.extend_from_slice(&(header_len as u32).to_le_bytes());
+        head.extend_from_slice(&flags.to_le_bytes());
+        let header_digest = digest_header(&head, &header_buf);
+        head.extend_from_slice(&header_digest);
+        head.resize(PREAMBLE_LEN, 0);
+        head.extend_from_slice(&header_buf);
+        Container { header, head, header_digest, plans, body_len: cursor }
     }
-    let queue = std::sync::Mutex::new(jobs.into_iter());
-    std::thread::scope(|scope| {
-        for _ in 0..workers() {
-            scope.spawn(|| {
-                loop {
-                    let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
-                    let Some(job) = next else { break };
-                    let (body, tag) = job.dest.split_at_mut(job.plain.len());
-                    body.copy_from_slice(job.plain);
-                    if let (true, Some(sealer)) = (job.encrypt, &sealer) {
-                        tag.copy_from_slice(&sealer.seal_in_place(job.section_tag, job.unit, body));
-                    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Bytes the artifact will occupy.
+    pub fn len(&self) -> u64 {
+        (self.body_len + TRAILER_LEN) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Write the artifact to `sink`, sealing units on all cores while this thread hashes and
+    /// writes them in file order, so sealing, hashing and writing overlap and no copy of the
+    /// whole file is ever held. `key` must be given exactly when the header names a cipher.
+    pub fn write_to(&self, key: Option<&Key>, sink: &mut impl Write) -> std::io::Result<()> {
+        let sealer = match (key, self.header.cipher) {
+            (Some(key), Cipher::Aes256Gcm { salt, .. }) => Some(Sealer::new(key, &salt, self.header_digest)),
+            (None, Cipher::None) => None,
+            _ => return Err(std::io::Error::other("the key and the header's cipher disagree")),
+        };
+        let mut out = HashingWriter { sink, hasher: Sha256::new(), written: 0 };
+        out.write_all(&self.head)?;
+        // Every encrypted unit, in file order; workers take them in order and send them back.
+        let jobs: Vec<(usize, usize, &[u8])> = self
+            .plans
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.encrypt)
+            .flat_map(|(s, p)| {
+                let mut from = 0;
+                p.units.iter().enumerate().map(move |(u, unit)| {
+                    let plain = &p.data[from..from + unit.len];
+                    from += unit.len;
+                    (s, u, plain)
+                })
+            })
+            .collect();
+        if !jobs.is_empty() && sealer.is_none() {
+            return Err(std::io::Error::other("a section asks for encryption without a key"));
+        }
+        let next_job = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| -> std::io::Result<()> {
+            let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(64);
+            if let Some(sealer) = &sealer {
+                for _ in 0..workers() {
+                    let (sealed_tx, jobs, next_job) = (sealed_tx.clone(), &jobs, &next_job);
+                    scope.spawn(move || {
+                        loop {
+                            let i = next_job.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&(section, unit, plain)) = jobs.get(i) else { break };
+                            let mut buf = Vec::with_capacity(plain.len() + TAG_LEN);
+                            buf.extend_from_slice(plain);
+                            let tag = sealer.seal_in_place(self.plans[section].kind.tag(), unit as u64, &mut buf);
+                            buf.extend_from_slice(&tag);
+                            if sealed_tx.send((i, buf)).is_err() {
+                                break;
+                            }
+                        }
+                    });
                 }
-            });
+            }
+            drop(sealed_tx);
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut next = 0;
+            for (plan, section) in self.plans.iter().zip(&self.header.sections) {
+                out.pad_to(section.offset as usize)?;
+                if !plan.encrypt {
+                    out.write_all(&plan.data)?;
+                    continue;
+                }
+                for _ in &plan.units {
+                    let sealed = loop {
+                        if let Some(sealed) = waiting.remove(&next) {
+                            break sealed;
+                        }
+                        let (i, sealed) =
+                            sealed_rx.recv().map_err(|_| std::io::Error::other("a sealing worker stopped early"))?;
+                        waiting.insert(i, sealed);
+                    };
+                    out.write_all(&sealed)?;
+                    next += 1;
+                }
+            }
+            out.pad_to(self.body_len)
+        })?;
+        let digest = out.hasher.finalize();
+        out.sink.write_all(&TRAILER_MAGIC)?;
+        out.sink.write_all(&digest)?;
+        out.sink.flush()
+    }
+}
+
+/// Writes through to a sink while hashing, for the trailer.
+struct HashingWriter<'a, W: Write> {
+    sink: &'a mut W,
+    hasher: Sha256,
+    written: usize,
+}
+
+impl<W: Write> HashingWriter<'_, W> {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(bytes);
+        self.written += bytes.len();
+        self.sink.write_all(bytes)
+    }
+
+    /// Zero padding up to an absolute offset.
+    fn pad_to(&mut self, offset: usize) -> std::io::Result<()> {
+        const ZEROS: [u8; SECTION_ALIGN] = [0; SECTION_ALIGN];
+        while self.written < offset {
+            let n = (offset - self.written).min(ZEROS.len());
+            self.write_all(&ZEROS[..n])?;
         }
-    });
-    let digest = Sha256::digest(&out[..cursor]);
-    out[cursor..cursor + 8].copy_from_slice(&TRAILER_MAGIC);
-    out[cursor + 8..].copy_from_slice(&digest);
+        Ok(())
+    }
+}
+
+/// Lay out and write a whole artifact into memory (for tests and small tools; `lorec`
+/// streams with [`Container::write_to`]).
+pub fn write_container(header: Header, plans: Vec<SectionPlan>, key: Option<&Key>) -> Vec<u8> {
+    let container = Container::layout(header, plans);
+    let mut out = Vec::with_capacity(container.len() as usize);
+    container.write_to(key, &mut out).expect("writing into memory cannot fail when the key matches the cipher");
     out
 }
 
@@ -548,17 +646,10 @@ mod tests {
     }
 
     fn plan(kind: SectionKind, plain: &[u8], encrypt: bool, stripe_len: usize) -> SectionPlan {
-        SectionPlan {
-            kind,
-            stripe_len: stripe_len as u64,
-            encrypt,
-            compression: Compression::None,
-            plain_len: plain.len() as u64,
-            units: if stripe_len > 0 {
-                striped_units(plain, stripe_len)
-            } else {
-                vec![PlanUnit::plain(plain.to_vec())]
-            },
+        if stripe_len > 0 {
+            SectionPlan::striped(kind, plain.to_vec(), stripe_len, encrypt)
+        } else {
+            SectionPlan::whole(kind, plain.to_vec(), encrypt)
         }
     }
 
@@ -566,13 +657,12 @@ mod tests {
     fn striped_sections_open_in_parallel_and_detect_tampering() {
         let key = Key::from_bytes([5; 32]);
         let index: Vec<u8> = (0..10_000u32).flat_map(|i| i.to_le_bytes()).collect();
-        let plans = [
+        let plans = vec![
             plan(SectionKind::Model, b"model", false, 0),
             plan(SectionKind::Index, &index, true, 1000),
             plan(SectionKind::Texts, b"", true, 0),
         ];
-        let bytes =
-            write_container(header(Cipher::Aes256Gcm { key_id: key.id().0, salt: [1; 16] }), &plans, Some(&key));
+        let bytes = write_container(header(Cipher::Aes256Gcm { key_id: key.id().0, salt: [1; 16] }), plans, Some(&key));
         let opened = OpenedContainer::open(&bytes).expect("opens");
         assert_eq!(opened.section(SectionKind::Index).stripe_len, 1000);
         let sealer = opened.sealer(Some(&key)).expect("key matches");
@@ -585,5 +675,21 @@ mod tests {
         let sealer = reopened.sealer(Some(&key)).expect("key matches");
         assert!(matches!(reopened.open_section(sealer.as_ref(), SectionKind::Index), Err(ContainerError::Seal(_))));
         assert!(reopened.verify_bytes().is_err());
+    }
+
+    #[test]
+    fn writing_with_a_key_the_header_does_not_name_is_an_error_not_a_panic() {
+        let key = Key::from_bytes([5; 32]);
+        let plans = vec![
+            plan(SectionKind::Model, b"model", false, 0),
+            plan(SectionKind::Index, b"index", true, 0),
+            plan(SectionKind::Texts, b"", true, 0),
+        ];
+        let sealed = Container::layout(header(Cipher::Aes256Gcm { key_id: key.id().0, salt: [1; 16] }), plans);
+        assert!(sealed.write_to(None, &mut Vec::new()).is_err());
+        let mut out = Vec::new();
+        sealed.write_to(Some(&key), &mut out).expect("the right key writes");
+        assert_eq!(out.len() as u64, sealed.len());
+        assert!(OpenedContainer::open(&out).expect("opens").verify_bytes().is_ok());
     }
 }

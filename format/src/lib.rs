@@ -15,7 +15,7 @@ pub mod seal;
 pub mod verify;
 pub mod wordpiece;
 
-pub use container::{ContainerError, OpenedContainer, SectionData, SectionPlan, write_container};
+pub use container::{Container, ContainerError, OpenedContainer, SectionData, SectionPlan, write_container};
 pub use schema::*;
 
 /// Eight bytes that open every artifact. Non-ASCII first byte and CR LF + SUB catch text-mode

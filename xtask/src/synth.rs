@@ -196,10 +196,14 @@ pub fn generate(dir: &Path, chunks: usize) -> Result<()> {
     Ok(())
 }
 
-/// Change one file the way an edit would: one entity's text changes.
-pub fn touch_one(dir: &Path) -> Result<()> {
+/// Change one file the way an edit would: one entity's text changes, differently each round.
+pub fn touch_one(dir: &Path, round: usize) -> Result<()> {
     let path = dir.join("part-00000.yaml");
-    let text = std::fs::read_to_string(&path)?;
-    std::fs::write(&path, text.replacen("engineer\n", "engineer (edited)\n", 1))?;
+    let original = dir.join(".part-00000.yaml.orig");
+    if !original.exists() {
+        std::fs::copy(&path, &original)?;
+    }
+    let text = std::fs::read_to_string(&original)?;
+    std::fs::write(&path, text.replacen("engineer\n", &format!("engineer (edit {round})\n"), 1))?;
     Ok(())
 }
