@@ -12,10 +12,13 @@ use crate::diag::{Diagnostic, Pos};
 use crate::yaml::{Node, Value};
 
 /// Bump when chunk ids, titles or texts change for the same input, to invalidate build caches.
-pub const CHUNKER_VERSION: u32 = 1;
+pub const CHUNKER_VERSION: u32 = 2;
 
 /// Top-level keys that describe the file instead of holding content.
 const METADATA_KEYS: &[&str] = &["metadata", "meta", "$schema"];
+/// RenderCV files keep the résumé under `cv`; these siblings configure the PDF (theme,
+/// fonts, date formats) and say nothing about the person.
+const RENDERCV_SETTINGS_KEYS: &[&str] = &["design", "locale", "locale_catalog", "settings", "rendercv_settings"];
 /// Generated link tables: they repeat what the real entities say and would drown them.
 const GENERATED_KEYS: &[&str] = &["cross_references"];
 /// Fields that become chunk metadata rather than text.
@@ -75,7 +78,24 @@ pub fn chunk_file(file: &str, root: &Node, diags: &mut Vec<Diagnostic>) -> Vec<C
         diags,
         ids: HashMap::new(),
     };
-    validate(&mut ctx, root, None);
+    // RenderCV's PDF settings are neither content nor ours to validate (`current_date: today`).
+    let rendercv = match &root.value {
+        Value::Map(entries) => {
+            entries.iter().any(|(k, v)| k.as_str() == Some("cv") && matches!(v.value, Value::Map(_)))
+        }
+        _ => false,
+    };
+    match &root.value {
+        Value::Map(entries) if rendercv => {
+            let content = entries
+                .iter()
+                .filter(|(k, _)| !k.as_str().is_some_and(|name| RENDERCV_SETTINGS_KEYS.contains(&name)))
+                .cloned()
+                .collect();
+            validate(&mut ctx, &Node { value: Value::Map(content), pos: root.pos }, None);
+        }
+        _ => validate(&mut ctx, root, None),
+    }
     match &root.value {
         Value::Map(entries) => {
             for (key, value) in entries {
@@ -92,7 +112,10 @@ pub fn chunk_file(file: &str, root: &Node, diags: &mut Vec<Diagnostic>) -> Vec<C
             let default = ctx.file_visibility;
             for (key, value) in entries {
                 let Some(name) = key.as_str() else { continue };
-                if METADATA_KEYS.contains(&name) || GENERATED_KEYS.contains(&name) {
+                if METADATA_KEYS.contains(&name)
+                    || GENERATED_KEYS.contains(&name)
+                    || (rendercv && RENDERCV_SETTINGS_KEYS.contains(&name))
+                {
                     continue;
                 }
                 walk(&mut ctx, value, &[name.to_string()], default, false);

@@ -84,6 +84,7 @@ pub struct TopicSignals {
     pub top3_similarity: f32,
     pub top3_background: f32,
     pub top3_probe: f32,
+    pub top_probe: f32,
     pub term_coverage: f32,
     pub bm25_max: f32,
 }
@@ -361,6 +362,7 @@ impl Engine {
                 top3_similarity: ranking.top3_dense,
                 top3_background: ranking.top3_background,
                 top3_probe: ranking.top3_probe,
+                top_probe: ranking.top_probe,
                 term_coverage: ranking.term_coverage,
                 bm25_max: ranking.bm25_max,
             },

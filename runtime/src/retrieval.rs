@@ -73,8 +73,11 @@ pub struct Ranking {
     pub top3_dense: f32,
     /// Mean of the three best background similarities.
     pub top3_background: f32,
-    /// Mean of the three best similarities to questions generated from chunk titles.
+    /// Mean of the three best similarities to the probe questions (questions this knowledge
+    /// base answers).
     pub top3_probe: f32,
+    /// Best similarity to a probe question.
+    pub top_probe: f32,
     /// Share of the question's analysed terms that occur in the knowledge base, weighted by idf.
     pub term_coverage: f32,
     /// Best raw BM25 score.
@@ -184,8 +187,20 @@ pub fn rank(
     let top_background = bg.iter().copied().fold(0.0f32, f32::max);
     let top3_dense = mean_top3(dense.iter().copied());
     let top3_background = mean_top3(bg.iter().copied());
-    let top3_probe = mean_top3(similarities(native_f32(&index.calibration.probes)).into_iter());
-    Ranking { hits, top_dense, top_background, top3_dense, top3_background, top3_probe, term_coverage, bm25_max }
+    let probes = similarities(native_f32(&index.calibration.probes));
+    let top_probe = probes.iter().copied().fold(0.0f32, f32::max);
+    let top3_probe = mean_top3(probes.into_iter());
+    Ranking {
+        hits,
+        top_dense,
+        top_background,
+        top3_dense,
+        top3_background,
+        top3_probe,
+        top_probe,
+        term_coverage,
+        bm25_max,
+    }
 }
 
 struct Bm25 {

@@ -84,3 +84,19 @@ fn our_own_example_answers_with_the_right_entity_first() {
     assert_eq!(off["on_topic"], false, "{off}");
     assert_eq!(hit_ids(&off), Vec::<String>::new());
 }
+
+#[test]
+fn rendercv_samples_answer_and_leave_out_their_pdf_settings() {
+    let tmp = TempDir::new("rendercv");
+    let out = tmp.path().join("rendercv.lore");
+    build(&shared().join("fixtures/resumes/rendercv"), &out, &[]);
+    expect_first(
+        &out,
+        &[("Who advised John's PhD thesis at Princeton?", "john-doe.ClassicTheme_CV.yaml#/cv/sections/education/0")],
+    );
+    // `design:` and `locale:` configure the PDF; as chunks they only add noise.
+    let everything = ask_ranked(&out, "theme font colour margins date format language", 500);
+    let ids = hit_ids(&everything);
+    assert!(!ids.is_empty());
+    assert!(ids.iter().all(|id| id.contains("#/cv")), "{ids:?}");
+}

@@ -44,25 +44,42 @@ fn persona(root: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let seed = crate::bench::fixed_seed_kb(root, &work)?;
-    // The résumé set is held out: it was written after the topic rule was chosen.
-    let resume = work.join("resume");
-    std::fs::create_dir_all(&resume)?;
-    let sample = "richard-hendriks.sample.resume.json";
-    std::os::unix::fs::symlink(
-        root.join("../shared/fixtures/resumes/jsonresume").join(sample).canonicalize()?,
-        resume.join(sample),
-    )?;
-    let sets: [(&str, PathBuf, &str); 3] = [
+    // One folder per résumé, so each is its own knowledge base. Richard Hendriks' set was
+    // held out once and has since been used for tuning; Maya Okonkwo's and Alice Chen's sets
+    // were written before the current topic rule was chosen and are held out.
+    let resumes = root.join("../shared/fixtures/resumes");
+    let resume = |name: &str, file: &str| -> Result<PathBuf> {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let source = resumes.join(file).canonicalize().with_context(|| format!("cannot find {file}"))?;
+        std::os::unix::fs::symlink(&source, dir.join(source.file_name().context("file name")?))?;
+        Ok(dir)
+    };
+    let sets: [(&str, PathBuf, &str); 5] = [
         ("seed-kb (fixed)", seed, "eval/persona/seed-kb.jsonl"),
         ("data/", root.join("data"), "eval/persona/data.jsonl"),
-        ("JSON Resume sample (held out)", resume, "eval/persona/resumes.jsonl"),
+        (
+            "Richard Hendriks (JSON Resume)",
+            resume("richard", "jsonresume/richard-hendriks.sample.resume.json")?,
+            "eval/persona/resumes.jsonl",
+        ),
+        (
+            "Maya Okonkwo (JSON Resume, held out)",
+            resume("maya", "jsonresume/maya-okonkwo.new-grad.resume.json")?,
+            "eval/persona/maya-okonkwo.jsonl",
+        ),
+        (
+            "Alice Chen (RenderCV, held out)",
+            resume("alice", "rendercv/alice-chen.standard_full.yaml")?,
+            "eval/persona/alice-chen.jsonl",
+        ),
     ];
     println!(
         "| knowledge base | recall@1 | recall@5 | recall@5 paraphrases | off-topic refused | on-topic refused (false refusals) | median query |"
     );
     println!("|---|---|---|---|---|---|---|");
     for (name, dir, questions) in sets {
-        let slug: String = name.chars().take_while(|c| !c.is_whitespace()).filter(|c| c.is_alphanumeric()).collect();
+        let slug: String = name.chars().take_while(|&c| c != '(').filter(|c| c.is_alphanumeric()).collect();
         let artifact = work.join(format!("{slug}.lore"));
         crate::bench::lorec_build(&bin, &model, &dir, &artifact, None, EVAL_KEY)?;
         let s = score(&bin.join("lore"), &artifact, &root.join(questions))?;
