@@ -600,9 +600,9 @@ mod tests {
     }
 
     #[test]
-    fn background_questions_do_not_repeat_evaluation_questions() {
-        // The off-topic rate would be flattered by background questions the evaluation also
-        // asks (it once was: 22 of them were removed).
+    fn stored_questions_do_not_repeat_evaluation_questions() {
+        // Topic rates would be flattered by background or probe questions the evaluation also
+        // asks (they once were: 22 background questions were removed).
         let analyzer = Analyzer::default();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/persona");
         let mut questions = Vec::new();
@@ -617,7 +617,8 @@ mod tests {
         }
         assert!(questions.len() > 100, "the evaluation sets were not found");
         let mut repeats = Vec::new();
-        for background in super::BACKGROUND_QUESTIONS.lines().filter(|l| !l.trim().is_empty()) {
+        let stored = super::BACKGROUND_QUESTIONS.lines().chain(super::PERSONA_QUESTIONS.lines());
+        for background in stored.filter(|l| !l.trim().is_empty()) {
             let b = terms(&analyzer, background);
             for q in &questions {
                 let e = terms(&analyzer, q);
@@ -628,6 +629,6 @@ mod tests {
                 }
             }
         }
-        assert!(repeats.is_empty(), "background questions repeat evaluation questions:\n{}", repeats.join("\n"));
+        assert!(repeats.is_empty(), "stored questions repeat evaluation questions:\n{}", repeats.join("\n"));
     }
 }
