@@ -125,7 +125,8 @@ mod tests {
         assert_eq!(parts[1].id, "c.jsonl#/d1/passages/1");
         assert!(parts.iter().all(|p| p.doc == "d1" && p.text.starts_with("T\n") && p.text.len() <= MAX_PASSAGE_BYTES));
         // Consecutive passages share a sentence.
-        let last_of_first = sentences(parts[0].text.split_once('\n').unwrap().1).last().unwrap().trim().to_string();
+        let body = parts[0].text.split_once('\n').expect("title line").1;
+        let last_of_first = sentences(body).last().expect("a sentence").trim().to_string();
         assert!(parts[1].text.contains(&last_of_first));
     }
 }

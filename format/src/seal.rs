@@ -162,43 +162,6 @@ impl Sealer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_round_trips_through_base64_and_hides_in_debug() {
-        let key = Key::from_bytes([7u8; 32]);
-        let text = key.to_base64();
-        let again = Key::from_base64(&format!("  {text}\n")).unwrap();
-        assert_eq!(again.id(), key.id());
-        assert!(!format!("{key:?}").contains(&text));
-    }
-
-    #[test]
-    fn bad_keys_are_typed_errors() {
-        assert!(matches!(Key::from_base64("not base64!!"), Err(KeyError::Base64(_))));
-        assert_eq!(Key::from_base64("AAAA").unwrap_err(), KeyError::Length(3));
-    }
-
-    #[test]
-    fn seal_binds_header_position_and_key() {
-        let key = Key::from_bytes([1u8; 32]);
-        let salt = [2u8; 16];
-        let sealer = Sealer::new(&key, &salt, [3u8; 32]);
-        let sealed = sealer.seal(2, 5, b"secret text");
-        assert_eq!(sealed.len(), 11 + TAG_LEN);
-        assert_eq!(sealer.open(2, 5, &sealed, "x").unwrap(), b"secret text");
-        // Another block position, another header, another key, a flipped bit: all refused.
-        assert!(sealer.open(2, 6, &sealed, "x").is_err());
-        assert!(Sealer::new(&key, &salt, [4u8; 32]).open(2, 5, &sealed, "x").is_err());
-        assert!(Sealer::new(&Key::from_bytes([9u8; 32]), &salt, [3u8; 32]).open(2, 5, &sealed, "x").is_err());
-        let mut flipped = sealed.clone();
-        flipped[0] ^= 1;
-        assert!(sealer.open(2, 5, &flipped, "x").is_err());
-    }
-}
-
 /// Read a key the way both binaries take it: `LORE_KEY` (base64) wins over `LORE_KEY_FILE`.
 pub fn load_key(base64: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<Key>, String> {
     if let Some(text) = base64.filter(|t| !t.trim().is_empty()) {
@@ -210,4 +173,41 @@ pub fn load_key(base64: Option<&str>, file: Option<&std::path::Path>) -> Result<
         return Key::from_base64(&text).map(Some).map_err(|e| format!("key file {}: {e}", path.display()));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_round_trips_through_base64_and_hides_in_debug() {
+        let key = Key::from_bytes([7u8; 32]);
+        let text = key.to_base64();
+        let again = Key::from_base64(&format!("  {text}\n")).expect("round trip");
+        assert_eq!(again.id(), key.id());
+        assert!(!format!("{key:?}").contains(&text));
+    }
+
+    #[test]
+    fn bad_keys_are_typed_errors() {
+        assert!(matches!(Key::from_base64("not base64!!"), Err(KeyError::Base64(_))));
+        assert!(matches!(Key::from_base64("AAAA"), Err(KeyError::Length(3))));
+    }
+
+    #[test]
+    fn seal_binds_header_position_and_key() {
+        let key = Key::from_bytes([1u8; 32]);
+        let salt = [2u8; 16];
+        let sealer = Sealer::new(&key, &salt, [3u8; 32]);
+        let sealed = sealer.seal(2, 5, b"secret text");
+        assert_eq!(sealed.len(), 11 + TAG_LEN);
+        assert_eq!(sealer.open(2, 5, &sealed, "x").expect("opens"), b"secret text");
+        // Another block position, another header, another key, a flipped bit: all refused.
+        assert!(sealer.open(2, 6, &sealed, "x").is_err());
+        assert!(Sealer::new(&key, &salt, [4u8; 32]).open(2, 5, &sealed, "x").is_err());
+        assert!(Sealer::new(&Key::from_bytes([9u8; 32]), &salt, [3u8; 32]).open(2, 5, &sealed, "x").is_err());
+        let mut flipped = sealed.clone();
+        flipped[0] ^= 1;
+        assert!(sealer.open(2, 5, &flipped, "x").is_err());
+    }
 }

@@ -237,7 +237,7 @@ impl Engine {
         };
         if dims != self.header.embedder.dims as usize
             || !vectors_ok
-            || index.calibration.background.len() % dims.max(1) != 0
+            || !index.calibration.background.len().is_multiple_of(dims.max(1))
         {
             return Err(bad("vector tables do not match the chunk count and model dimensions".into()));
         }
@@ -253,14 +253,14 @@ impl Engine {
         if index.posting_chunks.iter().any(|c| c.to_native() as usize >= n) {
             return Err(bad("a posting names a chunk that does not exist".into()));
         }
-        if let ArchivedEmbedderModel::Static(table) = self.model.model() {
-            if table.dims.to_native() as usize != dims || table.embeddings.len() % dims.max(1) != 0 {
-                return Err(EngineError::Malformed {
-                    path: self.path.clone(),
-                    section: "model",
-                    message: "the embedding table does not match its dimensions".into(),
-                });
-            }
+        if let ArchivedEmbedderModel::Static(table) = self.model.model()
+            && (table.dims.to_native() as usize != dims || !table.embeddings.len().is_multiple_of(dims.max(1)))
+        {
+            return Err(EngineError::Malformed {
+                path: self.path.clone(),
+                section: "model",
+                message: "the embedding table does not match its dimensions".into(),
+            });
         }
         let texts_len = self.texts_range.len() as u64;
         if index.blocks.iter().any(|b| b.offset.to_native() + u64::from(b.stored_len.to_native()) > texts_len) {

@@ -96,7 +96,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn open(artifact: &PathBuf, key: Option<&str>, key_file: Option<&std::path::Path>) -> Result<Engine> {
+fn open(artifact: &std::path::Path, key: Option<&str>, key_file: Option<&std::path::Path>) -> Result<Engine> {
     let key = load_key(key, key_file).map_err(anyhow::Error::msg)?;
     let params = runtime::retrieval::params_from_env().map_err(anyhow::Error::msg)?;
     Ok(Engine::open(artifact, key.as_ref())?.with_params(params))

@@ -90,10 +90,10 @@ fn load_qrels(path: &Path) -> Result<HashMap<String, HashSet<String>>> {
     let mut out: HashMap<String, HashSet<String>> = HashMap::new();
     for line in text.lines().skip(1) {
         let cols: Vec<&str> = line.split('\t').collect();
-        if let [q, d, score] = cols.as_slice() {
-            if score.trim().parse::<i32>().unwrap_or(0) > 0 {
-                out.entry(q.to_string()).or_default().insert(d.to_string());
-            }
+        if let [q, d, score] = cols.as_slice()
+            && score.trim().parse::<i32>().unwrap_or(0) > 0
+        {
+            out.entry(q.to_string()).or_default().insert(d.to_string());
         }
     }
     Ok(out)
