@@ -99,6 +99,15 @@ impl Embedder {
         Err(EmbedderError::NotCompiled("minilm"))
     }
 
+    /// Store a static model's rows as int8 (one scale per row): the model section shrinks to
+    /// a quarter, and chunks and questions are embedded from the same rows. Other embedders
+    /// are left as they are.
+    pub fn quantize_table(&mut self) {
+        if let Embedder::Static(m) = self {
+            m.quantize_rows();
+        }
+    }
+
     pub fn dims(&self) -> usize {
         match self {
             Embedder::Static(m) => m.table().dims as usize,
@@ -112,7 +121,7 @@ impl Embedder {
     /// Identifies the model for caches: vectors from different models never mix.
     pub fn fingerprint(&self) -> [u8; 32] {
         match self {
-            Embedder::Static(m) => m.weights_sha256,
+            Embedder::Static(m) => m.fingerprint(),
             #[cfg(feature = "openai")]
             Embedder::OpenAi { client, model, .. } => Sha256::new()
                 .chain_update(b"openai\0")

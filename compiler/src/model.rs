@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use format::{EmbedderModel, ModelTable};
+use format::{EmbedderModel, ModelTable, TableRows};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -37,6 +37,23 @@ impl Model {
     /// The model section to store in an artifact.
     pub fn section(&self) -> &EmbedderModel {
         &self.section
+    }
+
+    /// Keep the table's rows as int8 from now on, for embedding and in the artifact.
+    pub fn quantize_rows(&mut self) {
+        if let EmbedderModel::Static(table) = &mut self.section {
+            table.quantize_rows();
+        }
+    }
+
+    /// Names these weights *as stored* (f32 or int8 rows) for caches: the vectors differ.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        match &self.table().rows {
+            TableRows::F32(_) => self.weights_sha256,
+            TableRows::I8 { .. } => {
+                Sha256::new().chain_update(self.weights_sha256).chain_update(b"rows:i8").finalize().into()
+            }
+        }
     }
 }
 
@@ -148,7 +165,7 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
             truncate_chars: (512 * median) as u32,
             normalize,
             dims: dims as u32,
-            embeddings,
+            rows: TableRows::F32(embeddings),
         }),
     })
 }
@@ -304,6 +321,37 @@ mod tests {
                 let b = b.as_f64().expect("float") as f32;
                 assert!((a - b).abs() < 1e-5, "{text:?} dim {i}: {a} vs {b}");
             }
+        }
+    }
+
+    /// The int8 table (`--vectors int8`, the default) embeds every reference text within a
+    /// cosine of 0.999 of the f32 reference vectors, and names itself apart for caches.
+    #[test]
+    fn int8_rows_stay_close_to_the_reference() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut model = super::load(&root.join("../artifacts/models/potion-base-8M")).expect("model loads");
+        let f32_fingerprint = model.fingerprint();
+        model.quantize_rows();
+        assert!(matches!(model.table().rows, format::TableRows::I8 { .. }));
+        assert_ne!(model.fingerprint(), f32_fingerprint);
+        let fixture: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("tests/data/potion_reference.json")).expect("fixture"))
+                .expect("fixture is JSON");
+        for case in fixture["cases"].as_array().expect("cases") {
+            let text = case["text"].as_str().expect("text");
+            let want: Vec<f32> = case["embedding"]
+                .as_array()
+                .expect("embedding")
+                .iter()
+                .map(|b| b.as_f64().expect("float") as f32)
+                .collect();
+            if want.iter().all(|&x| x == 0.0) {
+                continue;
+            }
+            let got = embed(model.table(), text);
+            let cosine: f32 = got.iter().zip(&want).map(|(a, b)| a * b).sum::<f32>()
+                / (got.iter().map(|a| a * a).sum::<f32>().sqrt() * want.iter().map(|b| b * b).sum::<f32>().sqrt());
+            assert!(cosine > 0.999, "{text:?}: cosine {cosine}");
         }
     }
 

@@ -3,7 +3,8 @@
 //! One implementation serves both sides: the compiler embeds chunks with an owned
 //! [`ModelTable`], the runtime embeds questions with the archived one inside the artifact.
 
-use crate::schema::{ArchivedModelTable, ModelTable};
+use crate::schema::v1::ArchivedModelTable as ArchivedModelTableV1;
+use crate::schema::{ArchivedModelTable, ArchivedTableRows, ModelTable, TableRows};
 use crate::wordpiece::{WordPieceConfig, tokenize};
 
 /// What pooling needs from a model table, owned or archived.
@@ -16,6 +17,8 @@ pub trait TokenTable {
     fn normalize(&self) -> bool;
     /// Add row `id` to `acc`; ids outside the table are ignored.
     fn add_row(&self, id: u32, acc: &mut [f32]);
+    /// Whether the rows fit `dims` (checked once when an artifact opens).
+    fn rows_consistent(&self) -> bool;
 }
 
 impl TokenTable for ModelTable {
@@ -44,49 +47,153 @@ impl TokenTable for ModelTable {
         self.normalize
     }
     fn add_row(&self, id: u32, acc: &mut [f32]) {
-        let d = acc.len();
-        if let Some(row) = self.embeddings.get(id as usize * d..(id as usize + 1) * d) {
-            acc.iter_mut().zip(row).for_each(|(a, r)| *a += r);
+        let (d, at) = (acc.len(), id as usize);
+        match &self.rows {
+            TableRows::F32(v) => {
+                if let Some(row) = v.get(at * d..(at + 1) * d) {
+                    acc.iter_mut().zip(row).for_each(|(a, r)| *a += r);
+                }
+            }
+            TableRows::I8 { values, scales } => {
+                if let (Some(row), Some(&scale)) = (values.get(at * d..(at + 1) * d), scales.get(at)) {
+                    acc.iter_mut().zip(row).for_each(|(a, &r)| *a += f32::from(r) * scale);
+                }
+            }
+        }
+    }
+    fn rows_consistent(&self) -> bool {
+        let d = (self.dims as usize).max(1);
+        match &self.rows {
+            TableRows::F32(v) => v.len().is_multiple_of(d),
+            TableRows::I8 { values, scales } => values.len() == scales.len() * d,
         }
     }
 }
 
-impl TokenTable for ArchivedModelTable {
-    fn config(&self) -> WordPieceConfig<'_> {
-        WordPieceConfig {
-            lowercase: self.lowercase,
-            strip_accents: self.strip_accents,
-            continuing_prefix: self.continuing_prefix.as_str(),
-            max_input_chars_per_word: self.max_input_chars_per_word.to_native() as usize,
-            unk_id: self.unk_id.to_native(),
+impl ModelTable {
+    /// Store the rows as int8 with one scale per row (see [`quantize`]).
+    pub fn quantize_rows(&mut self) {
+        let d = self.dims as usize;
+        if let TableRows::F32(v) = &self.rows {
+            let mut values = Vec::with_capacity(v.len());
+            let mut scales = Vec::with_capacity(v.len() / d.max(1));
+            for row in v.chunks_exact(d.max(1)) {
+                let (q, scale) = quantize(row);
+                values.extend_from_slice(&q);
+                scales.push(scale);
+            }
+            self.rows = TableRows::I8 { values, scales };
         }
     }
-    fn lookup(&self, piece: &str) -> Option<u32> {
-        self.vocab.get(piece).map(|id| id.to_native())
+}
+
+/// The parts of [`TokenTable`] that read an archived table the same way in every format version.
+macro_rules! archived_table_common {
+    () => {
+        fn config(&self) -> WordPieceConfig<'_> {
+            WordPieceConfig {
+                lowercase: self.lowercase,
+                strip_accents: self.strip_accents,
+                continuing_prefix: self.continuing_prefix.as_str(),
+                max_input_chars_per_word: self.max_input_chars_per_word.to_native() as usize,
+                unk_id: self.unk_id.to_native(),
+            }
+        }
+        fn lookup(&self, piece: &str) -> Option<u32> {
+            self.vocab.get(piece).map(|id| id.to_native())
+        }
+        fn dims(&self) -> usize {
+            self.dims.to_native() as usize
+        }
+        fn max_tokens(&self) -> usize {
+            self.max_tokens.to_native() as usize
+        }
+        fn truncate_chars(&self) -> usize {
+            self.truncate_chars.to_native() as usize
+        }
+        fn normalize(&self) -> bool {
+            self.normalize
+        }
+    };
+}
+
+impl TokenTable for ArchivedModelTable {
+    archived_table_common!();
+    fn add_row(&self, id: u32, acc: &mut [f32]) {
+        let (d, at) = (acc.len(), id as usize);
+        match &self.rows {
+            ArchivedTableRows::F32(v) => {
+                if let Some(row) = v.get(at * d..(at + 1) * d) {
+                    acc.iter_mut().zip(row).for_each(|(a, r)| *a += r.to_native());
+                }
+            }
+            ArchivedTableRows::I8 { values, scales } => {
+                if let (Some(row), Some(scale)) = (values.get(at * d..(at + 1) * d), scales.get(at)) {
+                    let scale = scale.to_native();
+                    acc.iter_mut().zip(row).for_each(|(a, &r)| *a += f32::from(r) * scale);
+                }
+            }
+        }
     }
-    fn dims(&self) -> usize {
-        self.dims.to_native() as usize
+    fn rows_consistent(&self) -> bool {
+        self.rows.is_consistent(self.dims.to_native() as usize)
     }
-    fn max_tokens(&self) -> usize {
-        self.max_tokens.to_native() as usize
-    }
-    fn truncate_chars(&self) -> usize {
-        self.truncate_chars.to_native() as usize
-    }
-    fn normalize(&self) -> bool {
-        self.normalize
-    }
+}
+
+impl TokenTable for ArchivedModelTableV1 {
+    archived_table_common!();
     fn add_row(&self, id: u32, acc: &mut [f32]) {
         let d = acc.len();
         if let Some(row) = self.embeddings.get(id as usize * d..(id as usize + 1) * d) {
             acc.iter_mut().zip(row).for_each(|(a, r)| *a += r.to_native());
         }
     }
+    fn rows_consistent(&self) -> bool {
+        self.embeddings.len().is_multiple_of((self.dims.to_native() as usize).max(1))
+    }
+}
+
+/// A model section of any readable format version, as the runtime uses it.
+pub enum ModelRef<'a> {
+    Static(&'a dyn TokenTable),
+    Transformer(&'a crate::schema::ArchivedTransformerParts),
+    Remote(&'a crate::schema::ArchivedRemoteEmbedder),
+}
+
+impl<'a> ModelRef<'a> {
+    pub fn from_current(model: &'a crate::schema::ArchivedEmbedderModel) -> ModelRef<'a> {
+        use crate::schema::ArchivedEmbedderModel as M;
+        match model {
+            M::Static(table) => ModelRef::Static(table),
+            M::Transformer(parts) => ModelRef::Transformer(parts),
+            M::Remote(remote) => ModelRef::Remote(remote),
+        }
+    }
+
+    pub fn from_v1(model: &'a crate::schema::v1::ArchivedEmbedderModel) -> ModelRef<'a> {
+        use crate::schema::v1::ArchivedEmbedderModel as M;
+        match model {
+            M::Static(table) => ModelRef::Static(table),
+            M::Transformer(parts) => ModelRef::Transformer(parts),
+            M::Remote(remote) => ModelRef::Remote(remote),
+        }
+    }
+}
+
+/// Check a model section written as `format_version` (rkyv validation, in place).
+pub fn check_model_section(bytes: &[u8], format_version: u32) -> Result<(), String> {
+    use rkyv::rancor;
+    let result = if format_version < 2 {
+        rkyv::access::<crate::schema::v1::ArchivedEmbedderModel, rancor::Error>(bytes).map(|_| ())
+    } else {
+        rkyv::access::<crate::schema::ArchivedEmbedderModel, rancor::Error>(bytes).map(|_| ())
+    };
+    result.map_err(|e| e.to_string())
 }
 
 /// Token ids as Model2Vec pools them: the text cut to `truncate_chars` characters, the ids
 /// cut to `max_tokens`, and only then unknown pieces dropped (the reference library's order).
-pub fn token_ids(table: &impl TokenTable, text: &str) -> Vec<u32> {
+pub fn token_ids(table: &(impl TokenTable + ?Sized), text: &str) -> Vec<u32> {
     let cfg = table.config();
     let cut = match text.char_indices().nth(table.truncate_chars()) {
         Some((at, _)) => &text[..at],
@@ -99,7 +206,7 @@ pub fn token_ids(table: &impl TokenTable, text: &str) -> Vec<u32> {
 }
 
 /// Embed `text`. A text with no known token embeds to the zero vector.
-pub fn embed(table: &impl TokenTable, text: &str) -> Vec<f32> {
+pub fn embed(table: &(impl TokenTable + ?Sized), text: &str) -> Vec<f32> {
     let ids = token_ids(table, text);
     let mut acc = vec![0f32; table.dims()];
     for &id in &ids {

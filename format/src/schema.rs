@@ -160,8 +160,58 @@ pub struct ModelTable {
     /// L2-normalise pooled vectors.
     pub normalize: bool,
     pub dims: u32,
-    /// `vocab_size × dims` row-major f32.
-    pub embeddings: Vec<f32>,
+    /// One row of `dims` per token id, row-major.
+    pub rows: TableRows,
+}
+
+/// The embedding table's rows.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum TableRows {
+    F32(Vec<f32>),
+    /// Symmetric int8 with one scale per row (`value × scale`): a quarter of the bytes; the
+    /// quality cost is measured in EVALUATION.md.
+    I8 {
+        values: Vec<i8>,
+        scales: Vec<f32>,
+    },
+}
+
+impl TableRows {
+    /// Values stored (rows × dims).
+    pub fn len(&self) -> usize {
+        match self {
+            TableRows::F32(v) => v.len(),
+            TableRows::I8 { values, .. } => values.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ArchivedTableRows {
+    /// Values stored (rows × dims).
+    pub fn len(&self) -> usize {
+        match self {
+            ArchivedTableRows::F32(v) => v.len(),
+            ArchivedTableRows::I8 { values, .. } => values.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether there is one scale per row of `dims`.
+    pub fn is_consistent(&self, dims: usize) -> bool {
+        match self {
+            ArchivedTableRows::F32(v) => v.len().is_multiple_of(dims.max(1)),
+            ArchivedTableRows::I8 { values, scales } => {
+                values.len().is_multiple_of(dims.max(1)) && scales.len() * dims == values.len()
+            }
+        }
+    }
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,4 +339,35 @@ pub struct Index {
     pub vectors: DenseVectors,
     pub calibration: Calibration,
     pub fusion: FusionParams,
+}
+
+/// Types as format version 1 stored them, kept so version 1 artifacts stay readable. Only the
+/// model section changed since: v1 tables held f32 rows only.
+pub mod v1 {
+    use rkyv::{Archive, Deserialize, Serialize};
+
+    use super::{RemoteEmbedder, TransformerParts};
+
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub enum EmbedderModel {
+        Static(ModelTable),
+        Transformer(TransformerParts),
+        Remote(RemoteEmbedder),
+    }
+
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub struct ModelTable {
+        pub vocab: std::collections::HashMap<String, u32>,
+        pub unk_id: u32,
+        pub continuing_prefix: String,
+        pub max_input_chars_per_word: u32,
+        pub lowercase: bool,
+        pub strip_accents: bool,
+        pub max_tokens: u32,
+        pub truncate_chars: u32,
+        pub normalize: bool,
+        pub dims: u32,
+        /// `vocab_size × dims` row-major f32.
+        pub embeddings: Vec<f32>,
+    }
 }

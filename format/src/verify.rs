@@ -4,7 +4,7 @@
 use rkyv::rancor;
 
 use crate::container::{ContainerError, OpenedContainer, SectionHasher};
-use crate::schema::{ArchivedEmbedderModel, ArchivedIndex, ArchivedTextBlock, SectionKind};
+use crate::schema::{ArchivedIndex, ArchivedTextBlock, SectionKind};
 use crate::seal::Key;
 
 /// What a full verification covered.
@@ -39,7 +39,7 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
     };
     let model = container.open_section(sealer.as_ref(), SectionKind::Model)?;
     check_hash(SectionKind::Model, &model)?;
-    rkyv::access::<ArchivedEmbedderModel, rancor::Error>(&model)
+    crate::embed::check_model_section(&model, version)
         .map_err(|e| ContainerError::Corrupt(format!("the model section is malformed: {e}")))?;
     let index_bytes = container.open_section(sealer.as_ref(), SectionKind::Index)?;
     check_hash(SectionKind::Index, &index_bytes)?;

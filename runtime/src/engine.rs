@@ -7,14 +7,12 @@ use std::time::Instant;
 
 use format::analyze::Analyzer;
 use format::seal::{Key, Sealer};
-use format::{
-    ArchivedCompression, ArchivedEmbedderModel, ArchivedIndex, Compression, ContainerError, Header, OpenedContainer,
-    SectionKind,
-};
+use format::{ArchivedCompression, ArchivedIndex, Compression, ContainerError, Header, OpenedContainer, SectionKind};
 use serde::Serialize;
 
 use crate::mapped::{BlockView, IndexView, MappedFile, ModelView};
 use crate::retrieval::{self, Mode, Params};
+use format::embed::ModelRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -141,14 +139,11 @@ impl std::fmt::Debug for QuestionEmbedder {
 impl QuestionEmbedder {
     /// Pick the embedder the model section asks for; `Err((embedder, feature))` when this
     /// build lacks it.
-    fn for_model(
-        model: &ArchivedEmbedderModel,
-        info: &format::EmbedderInfo,
-    ) -> Result<QuestionEmbedder, (String, &'static str)> {
+    fn for_model(model: ModelRef<'_>, info: &format::EmbedderInfo) -> Result<QuestionEmbedder, (String, &'static str)> {
         match model {
-            ArchivedEmbedderModel::Static(_) => Ok(QuestionEmbedder::Static),
+            ModelRef::Static(_) => Ok(QuestionEmbedder::Static),
             #[cfg(feature = "minilm")]
-            ArchivedEmbedderModel::Transformer(parts) => embed_minilm::MiniLm::from_parts(
+            ModelRef::Transformer(parts) => embed_minilm::MiniLm::from_parts(
                 parts.config_json.as_bytes(),
                 parts.tokenizer_json.as_bytes(),
                 parts.weights.as_slice(),
@@ -156,16 +151,16 @@ impl QuestionEmbedder {
             .map(QuestionEmbedder::MiniLm)
             .map_err(|e| (format!("the transformer model {} ({e})", info.id), "minilm")),
             #[cfg(not(feature = "minilm"))]
-            ArchivedEmbedderModel::Transformer(_) => Err((format!("the transformer model {}", info.id), "minilm")),
+            ModelRef::Transformer(_) => Err((format!("the transformer model {}", info.id), "minilm")),
             #[cfg(feature = "openai")]
-            ArchivedEmbedderModel::Remote(remote) => {
+            ModelRef::Remote(remote) => {
                 let config = embed_openai::Config::from_env(remote.model.as_str());
                 embed_openai::Client::new(config)
                     .map(|c| QuestionEmbedder::OpenAi(embed_openai::QueryCache::new(c)))
                     .map_err(|e| (format!("openai:{} ({e})", remote.model), "openai"))
             }
             #[cfg(not(feature = "openai"))]
-            ArchivedEmbedderModel::Remote(remote) => Err((format!("openai:{}", remote.model), "openai")),
+            ModelRef::Remote(remote) => Err((format!("openai:{}", remote.model), "openai")),
         }
     }
 }
@@ -178,7 +173,7 @@ impl Engine {
         let file = MappedFile::open(path).map_err(|error| EngineError::Io { path: display.clone(), error })?;
         let container_err = |error| EngineError::Container { path: display.clone(), error };
         let malformed = |section, message| EngineError::Malformed { path: display.clone(), section, message };
-        let (header, header_digest, sealer, index, model_range, texts_range, texts_encrypted) = {
+        let (header, header_digest, sealer, index, model_range, texts_range, texts_encrypted, version) = {
             let c = OpenedContainer::open(file.bytes()).map_err(container_err)?;
             let sealer = c.sealer(key).map_err(container_err)?;
             let model = c.section(SectionKind::Model);
@@ -199,9 +194,10 @@ impl Engine {
                 range(SectionKind::Model),
                 range(SectionKind::Texts),
                 texts_encrypted,
+                c.format_version,
             )
         };
-        let model = ModelView::new(file, model_range).map_err(|(_, e)| malformed("model", e))?;
+        let model = ModelView::new(file, model_range, version).map_err(|(_, e)| malformed("model", e))?;
         let index = IndexView::new(index).map_err(|e| malformed("index", e))?;
         let n_blocks = index.index().blocks.len();
         let questions = QuestionEmbedder::for_model(model.model(), &header.embedder)
@@ -253,8 +249,8 @@ impl Engine {
         if index.posting_chunks.iter().any(|c| c.to_native() as usize >= n) {
             return Err(bad("a posting names a chunk that does not exist".into()));
         }
-        if let ArchivedEmbedderModel::Static(table) = self.model.model()
-            && (table.dims.to_native() as usize != dims || !table.embeddings.len().is_multiple_of(dims.max(1)))
+        if let ModelRef::Static(table) = self.model.model()
+            && (table.dims() != dims || !table.rows_consistent())
         {
             return Err(EngineError::Malformed {
                 path: self.path.clone(),
@@ -297,9 +293,7 @@ impl Engine {
     /// Embed a question the way the artifact's chunks were embedded.
     fn embed_question(&self, question: &str) -> Result<Vec<f32>, EngineError> {
         match (&self.questions, self.model.model()) {
-            (QuestionEmbedder::Static, ArchivedEmbedderModel::Static(table)) => {
-                Ok(format::embed::embed(table, question))
-            }
+            (QuestionEmbedder::Static, ModelRef::Static(table)) => Ok(format::embed::embed(table, question)),
             #[cfg(feature = "openai")]
             (QuestionEmbedder::OpenAi(cache), _) => {
                 cache.embed_one(question).map_err(|e| EngineError::Embed(e.to_string()))

@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use format::container::SectionData;
+use format::embed::ModelRef;
 use format::{ArchivedEmbedderModel, ArchivedIndex, ArchivedTextBlock};
 use memmap2::Mmap;
 use rkyv::rancor;
@@ -46,27 +47,32 @@ impl MappedFile {
 pub struct ModelView {
     file: MappedFile,
     range: Range<usize>,
+    format_version: u32,
 }
 
 impl ModelView {
-    /// Validate `file[range]` as a model section.
-    pub fn new(file: MappedFile, range: Range<usize>) -> Result<Self, (MappedFile, String)> {
+    /// Validate `file[range]` as a model section of an artifact written as `format_version`.
+    pub fn new(file: MappedFile, range: Range<usize>, format_version: u32) -> Result<Self, (MappedFile, String)> {
         let checked = match file.bytes().get(range.clone()) {
-            Some(bytes) => {
-                rkyv::access::<ArchivedEmbedderModel, rancor::Error>(bytes).map(|_| ()).map_err(|e| e.to_string())
-            }
+            Some(bytes) => format::embed::check_model_section(bytes, format_version),
             None => Err("the section lies outside the file".to_string()),
         };
         match checked {
-            Ok(()) => Ok(ModelView { file, range }),
+            Ok(()) => Ok(ModelView { file, range, format_version }),
             Err(e) => Err((file, e)),
         }
     }
 
-    pub fn model(&self) -> &ArchivedEmbedderModel {
-        // SAFETY: `new` validated exactly these bytes, and the read-only map never changes
-        // them (see `MappedFile::open`).
-        unsafe { rkyv::access_unchecked::<ArchivedEmbedderModel>(&self.file.bytes()[self.range.clone()]) }
+    pub fn model(&self) -> ModelRef<'_> {
+        let bytes = &self.file.bytes()[self.range.clone()];
+        if self.format_version < 2 {
+            // SAFETY: `new` validated exactly these bytes as this version's type, and the
+            // read-only map never changes them (see `MappedFile::open`).
+            ModelRef::from_v1(unsafe { rkyv::access_unchecked::<format::v1::ArchivedEmbedderModel>(bytes) })
+        } else {
+            // SAFETY: as above.
+            ModelRef::from_current(unsafe { rkyv::access_unchecked::<ArchivedEmbedderModel>(bytes) })
+        }
     }
 
     /// The whole mapped file.
