@@ -401,12 +401,14 @@ pub fn open_unit(
 }
 
 /// Decrypt the stripes of one section in parallel, in place, into one aligned buffer.
+/// `done_with` gets each stripe's stored range (relative to `stored`) once it is decrypted.
 fn open_striped(
     sealer: Option<&Sealer>,
     kind: SectionKind,
     stored: &[u8],
     stripe_len: usize,
     plain_len: usize,
+    done_with: &(dyn Fn(std::ops::Range<usize>) + Sync),
 ) -> Result<SectionData, ContainerError> {
     let what = format!("{} section", kind.name());
     let sealer =
@@ -432,6 +434,7 @@ fn open_striped(
                         let (ct, tag) = stored[at..at + plain.len() + TAG_LEN].split_at(plain.len());
                         plain.copy_from_slice(ct);
                         sealer.open_in_place(kind.tag(), unit as u64, plain, tag, &format!("{what} stripe {unit}"))?;
+                        done_with(at..at + plain.len() + TAG_LEN);
                     }
                     Ok(())
                 })
@@ -583,11 +586,34 @@ impl<'a> OpenedContainer<'a> {
     /// Open a whole single-plaintext section (model or index); striped sections are opened
     /// on all cores.
     pub fn open_section(&self, sealer: Option<&Sealer>, kind: SectionKind) -> Result<SectionData, ContainerError> {
+        self.open_section_with(sealer, kind, &|_| {})
+    }
+
+    /// [`Self::open_section`], telling `done_with` which file ranges (absolute offsets) it has
+    /// finished reading as it goes, so a caller reading from a map can let their pages go.
+    pub fn open_section_with(
+        &self,
+        sealer: Option<&Sealer>,
+        kind: SectionKind,
+        done_with: &(dyn Fn(std::ops::Range<usize>) + Sync),
+    ) -> Result<SectionData, ContainerError> {
         let s = self.section(kind);
+        let base = s.offset as usize;
+        let absolute = |r: std::ops::Range<usize>| done_with(base + r.start..base + r.end);
         if s.encrypted && s.stripe_len > 0 && s.compression == Compression::None {
-            return open_striped(sealer, kind, self.raw_section(kind), s.stripe_len as usize, s.plain_len as usize);
+            return open_striped(
+                sealer,
+                kind,
+                self.raw_section(kind),
+                s.stripe_len as usize,
+                s.plain_len as usize,
+                &absolute,
+            );
         }
-        open_unit(sealer, kind, 0, self.raw_section(kind), s.encrypted, s.compression, s.plain_len as usize)
+        let data =
+            open_unit(sealer, kind, 0, self.raw_section(kind), s.encrypted, s.compression, s.plain_len as usize)?;
+        absolute(0..s.stored_len as usize);
+        Ok(data)
     }
 
     /// The full integrity check without the key: the trailer digest covers every byte before

@@ -180,7 +180,10 @@ impl Engine {
             if model.encrypted || model.compression != Compression::None {
                 return Err(malformed("model", "must be stored plain for zero-copy access".into()));
             }
-            let index = c.open_section(sealer.as_ref(), SectionKind::Index).map_err(container_err)?;
+            // The sealed stripes are read once; their pages leave the resident set as each is done.
+            let index = c
+                .open_section_with(sealer.as_ref(), SectionKind::Index, &|range| file.release(range))
+                .map_err(container_err)?;
             let range = |kind| {
                 let s = c.section(kind);
                 s.offset as usize..(s.offset + s.stored_len) as usize

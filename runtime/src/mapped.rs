@@ -40,6 +40,22 @@ impl MappedFile {
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
+
+    /// Drop the resident pages of `range`: the sealed index is read once, to decrypt it into
+    /// its own buffer, and would otherwise be counted twice in the resident set. Failure only
+    /// costs memory, so it is ignored.
+    pub fn release(&self, range: Range<usize>) {
+        #[cfg(unix)]
+        if range.end <= self.map.len() {
+            // SAFETY: the map is shared, read-only and file-backed (memmap2 maps read-only
+            // files MAP_SHARED), and for such a map MADV_DONTNEED only drops pages: the next
+            // read faults them in again from the file, so every byte any borrow sees stays the
+            // same, because artifacts are never modified in place (see `open`).
+            let _ = unsafe {
+                self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
+            };
+        }
+    }
 }
 
 /// The model section (the embedder), read in place from the map after one validation.
