@@ -219,6 +219,14 @@ pub struct Built {
     pub embedding_cache_hits: usize,
 }
 
+/// One changed file ready to compile: its source, every chunk found, the admitted ones and
+/// their vectors.
+type UnitJob<'a> = (&'a SourceFile, &'a Vec<Chunk>, Vec<&'a Chunk>, Vec<Vec<f32>>);
+
+/// Changed files compiled together: enough to keep both cores busy and batch embedding calls,
+/// few enough that their vectors stay small.
+const FILES_PER_BATCH: usize = 64;
+
 /// Stripe size of the sealed index: small enough to spread over cores, large enough that
 /// per-stripe overhead vanishes.
 const INDEX_STRIPE_BYTES: usize = 4 << 20;
@@ -265,24 +273,51 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     let total = checked.sources.len();
     let mut embedded_files = 0;
     let mut phase = Phase::start();
-    let mut fresh_units = Vec::new();
-    for (i, (source, file)) in checked.sources.iter().zip(&checked.files).enumerate() {
-        if let Compiled::Fresh(found) = file {
-            let admitted: Vec<&Chunk> = found.iter().filter(|c| opts.audience.admits(c.visibility)).collect();
-            let texts: Vec<&str> = admitted.iter().map(|c| c.text.as_str()).collect();
-            let vectors = vectors_cache.embed(embedder, &texts)?;
+    // Files that changed, in batches: each batch's texts are embedded in one call (batched and
+    // cached), then its units compile on all cores. Batches bound the memory vectors take.
+    let fresh: Vec<(usize, &SourceFile, &Vec<Chunk>)> = checked
+        .sources
+        .iter()
+        .zip(&checked.files)
+        .enumerate()
+        .filter_map(|(i, (source, file))| match file {
+            Compiled::Fresh(found) => Some((i, source, found)),
+            Compiled::Cached(_) => None,
+        })
+        .collect();
+    let mut fresh_units = Vec::with_capacity(fresh.len());
+    let (format, unit_cache) = (opts.vectors, opts.cache);
+    for batch in fresh.chunks(FILES_PER_BATCH) {
+        let admitted: Vec<Vec<&Chunk>> = batch
+            .iter()
+            .map(|(_, _, found)| found.iter().filter(|c| opts.audience.admits(c.visibility)).collect())
+            .collect();
+        let texts: Vec<&str> = admitted.iter().flatten().map(|c| c.text.as_str()).collect();
+        let mut vectors = vectors_cache.embed(embedder, &texts)?.into_iter();
+        let jobs: Vec<UnitJob<'_>> = batch
+            .iter()
+            .zip(admitted)
+            .map(|((_, source, found), admitted)| {
+                let vectors = vectors.by_ref().take(admitted.len()).collect();
+                (*source, *found, admitted, vectors)
+            })
+            .collect();
+        fresh_units.extend(par_map(&jobs, |(source, found, admitted, vectors)| {
             let warnings: Vec<&Diagnostic> =
                 checked.diagnostics.iter().filter(|d| d.primary.file == source.rel).collect();
-            let unit = Unit::compile(&admitted, &vectors, opts.vectors, found.len(), &warnings);
-            if let Some(cache) = opts.cache {
+            let unit = Unit::compile(admitted, vectors, format, found.len(), &warnings);
+            if let Some(cache) = unit_cache {
                 cache.put(&source.rel, &source.sha256, &unit);
             }
-            fresh_units.push(unit);
-            embedded_files += 1;
-        }
-        if let Some(progress) = opts.progress {
+            unit
+        }));
+        embedded_files += batch.len();
+        if let (Some(progress), Some((i, _, _))) = (opts.progress, batch.last()) {
             progress(i + 1, total);
         }
+    }
+    if let Some(progress) = opts.progress {
+        progress(total, total);
     }
     phase.done("compile units");
     let mut fresh_units = fresh_units.iter();

@@ -38,11 +38,17 @@ pub enum Embedder {
 }
 
 impl Embedder {
-    /// Resolve `--embedder` (`potion`, `minilm`, `openai:MODEL`) with `--model DIR`.
-    pub fn from_spec(spec: &str, model_dir: &Path) -> Result<Embedder, EmbedderError> {
+    /// Resolve `--embedder` (`potion`, `minilm`, `openai:MODEL`) with `--model DIR`. A static
+    /// table is stored as int8 rows when `quantize`, and prepared through `cache_dir` if given.
+    pub fn from_spec(
+        spec: &str,
+        model_dir: &Path,
+        quantize: bool,
+        cache_dir: Option<&Path>,
+    ) -> Result<Embedder, EmbedderError> {
         match spec.split_once(':') {
             None if spec == "potion" || spec == "static" => {
-                crate::model::load(model_dir).map(Embedder::Static).map_err(|e| {
+                crate::model::load_prepared(model_dir, quantize, cache_dir).map(Embedder::Static).map_err(|e| {
                     EmbedderError::Load(format!("{e} (hint: `cargo xtask fetch-model`, or pass --model DIR)"))
                 })
             }
@@ -97,15 +103,6 @@ impl Embedder {
     #[cfg(not(feature = "minilm"))]
     fn minilm(_dir: &Path) -> Result<Embedder, EmbedderError> {
         Err(EmbedderError::NotCompiled("minilm"))
-    }
-
-    /// Store a static model's rows as int8 (one scale per row): the model section shrinks to
-    /// a quarter, and chunks and questions are embedded from the same rows. Other embedders
-    /// are left as they are.
-    pub fn quantize_table(&mut self) {
-        if let Embedder::Static(m) = self {
-            m.quantize_rows();
-        }
     }
 
     pub fn dims(&self) -> usize {
@@ -182,13 +179,29 @@ impl Embedder {
     /// Embed `texts`, in order, as unit vectors.
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedderError> {
         match self {
-            Embedder::Static(m) => Ok(texts.iter().map(|t| embed(m.table(), t)).collect()),
+            Embedder::Static(m) => Ok(embed_on_all_cores(m.table(), texts)),
             #[cfg(feature = "openai")]
             Embedder::OpenAi { client, .. } => client.embed(texts).map_err(|e| EmbedderError::Embed(e.to_string())),
             #[cfg(feature = "minilm")]
             Embedder::MiniLm { model, .. } => model.embed(texts).map_err(|e| EmbedderError::Embed(e.to_string())),
         }
     }
+}
+
+/// Pool `texts` with a static table, spread over the cores (the table is read-only).
+fn embed_on_all_cores(table: &format::ModelTable, texts: &[&str]) -> Vec<Vec<f32>> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    if workers == 1 || texts.len() < 64 {
+        return texts.iter().map(|t| embed(table, t)).collect();
+    }
+    let per_worker = texts.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = texts
+            .chunks(per_worker)
+            .map(|part| scope.spawn(move || part.iter().map(|t| embed(table, t)).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
 }
 
 /// A text-level cache of vectors keyed by (model fingerprint, SHA-256 of the text), so a

@@ -232,20 +232,23 @@ fn run(cli: Cli) -> Result<()> {
                 let name = if embedder == "minilm" { "all-MiniLM-L6-v2" } else { "potion-base-8M" };
                 PathBuf::from("artifacts/models").join(name)
             });
-            let mut embedder = Embedder::from_spec(&embedder, &model).context("cannot load the embedder")?;
-            tracing::debug!(ms = started.elapsed().as_millis() as u64, "embedder loaded");
             let cache_dir = cache_dir.unwrap_or_else(|| default_cache_dir(&output));
-            let audience = match audience {
-                AudienceArg::Public => Audience::Public,
-                AudienceArg::Internal => Audience::Internal,
-            };
             let vectors = match vectors {
                 VectorsArg::Int8 => VectorFormat::I8,
                 VectorsArg::F32 => VectorFormat::F32,
             };
-            if vectors == VectorFormat::I8 {
-                embedder.quantize_table();
-            }
+            let embedder = Embedder::from_spec(
+                &embedder,
+                &model,
+                vectors == VectorFormat::I8,
+                (!no_cache).then_some(cache_dir.as_path()),
+            )
+            .context("cannot load the embedder")?;
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "embedder loaded");
+            let audience = match audience {
+                AudienceArg::Public => Audience::Public,
+                AudienceArg::Internal => Audience::Internal,
+            };
             let cache =
                 (!no_cache).then(|| UnitCache::new(&cache_dir, &embedder.fingerprint(), audience.as_str(), vectors));
             let t = std::time::Instant::now();

@@ -170,6 +170,78 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
     })
 }
 
+/// A prepared table as the model cache stores it.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CachedModel {
+    id: String,
+    weights_sha256: [u8; 32],
+    section: EmbedderModel,
+}
+
+/// Bump when `load` or the table layout changes, so stale prepared tables miss.
+const MODEL_CACHE_VERSION: u32 = 1;
+
+/// [`load`], then int8 rows when `quantize`, through a cache in `cache_dir` of the prepared
+/// table. The key is the model files' identity on disk (canonical path, size, modification
+/// time, inode), as make and git judge files, so a rebuild skips reading, hashing, converting
+/// and quantising tens of megabytes of weights. A damaged entry is a miss.
+pub fn load_prepared(dir: &Path, quantize: bool, cache_dir: Option<&Path>) -> Result<Model, ModelError> {
+    let prepare = || {
+        let mut model = load(dir)?;
+        if quantize {
+            model.quantize_rows();
+        }
+        Ok(model)
+    };
+    let Some(entry) =
+        cache_dir.and_then(|cache| identity(dir, quantize).map(|key| cache.join(format!("model-{key}.bin"))))
+    else {
+        return prepare();
+    };
+    if let Ok(bytes) = std::fs::read(&entry) {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(&bytes);
+        if let Ok(cached) = rkyv::from_bytes::<CachedModel, rkyv::rancor::Error>(&aligned)
+            && matches!(cached.section, EmbedderModel::Static(_))
+        {
+            return Ok(Model { id: cached.id, weights_sha256: cached.weights_sha256, section: cached.section });
+        }
+    }
+    let model = prepare()?;
+    let cached = CachedModel { id: model.id.clone(), weights_sha256: model.weights_sha256, section: model.section };
+    if let Ok(bytes) = rkyv::to_bytes::<rkyv::rancor::Error>(&cached) {
+        let written = entry
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| crate::write_replacing(&entry, &bytes));
+        if let Err(e) = written {
+            tracing::warn!("could not cache the prepared model in {}: {e}", entry.display());
+        }
+    }
+    Ok(Model { id: cached.id, weights_sha256: cached.weights_sha256, section: cached.section })
+}
+
+/// The model files' identity on disk, as hex; `None` when a file cannot be examined.
+fn identity(dir: &Path, quantize: bool) -> Option<String> {
+    let mut hasher = Sha256::new().chain_update(MODEL_CACHE_VERSION.to_le_bytes()).chain_update([u8::from(quantize)]);
+    hasher.update(dir.canonicalize().ok()?.to_string_lossy().as_bytes());
+    for name in ["tokenizer.json", "model.safetensors", "config.json"] {
+        hasher.update(name.as_bytes());
+        match std::fs::metadata(dir.join(name)) {
+            Ok(meta) => {
+                hasher.update(meta.len().to_le_bytes());
+                let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+                hasher.update(modified.as_nanos().to_le_bytes());
+                #[cfg(unix)]
+                hasher.update(std::os::unix::fs::MetadataExt::ino(&meta).to_le_bytes());
+            }
+            Err(_) if name == "config.json" => hasher.update(b"absent"),
+            Err(_) => return None,
+        }
+    }
+    Some(hasher.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect())
+}
+
 struct Tensor<'a> {
     dtype: String,
     shape: Vec<usize>,

@@ -464,3 +464,52 @@ fn inspect_into_a_closed_pipe_exits_quietly_instead_of_panicking() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(done.status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn a_changed_model_is_never_served_from_the_prepared_model_cache() {
+    let tmp = TempDir::new("model-cache");
+    let model = tmp.path().join("model");
+    crate::golden::write_tiny_model(&model);
+    tmp.write(
+        "kb/keeper.yaml",
+        "jobs:\n  - title: Lighthouse keeper\n    summary: Kept the lamp lit through the storm.\n",
+    );
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("kb.lore"));
+    let build = || {
+        let r = run(lorec()
+            .arg("build")
+            .arg(tmp.path().join("kb"))
+            .arg("-o")
+            .arg(&out)
+            .arg("--model")
+            .arg(&model)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("LORE_KEY", TEST_KEY));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        inspect(&out)["embedder"]["weights_sha256"].as_str().expect("weights digest").to_string()
+    };
+    let first = build();
+    let prepared = std::fs::read_dir(&cache)
+        .expect("cache folder")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("model-")))
+        .count();
+    assert_eq!(prepared, 1, "the prepared table is cached");
+    assert_eq!(build(), first);
+    // New weights in the same file, as a re-download would leave them.
+    let weights = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&weights, &bytes).expect("write");
+    let second = build();
+    assert_ne!(second, first, "the build used the cached table of the old weights");
+    let expected: String = sha2_hex(&bytes);
+    assert_eq!(second, expected);
+}
+
+fn sha2_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -14,7 +14,7 @@ fn compat() -> PathBuf {
 
 /// Write a real (if tiny) Model2Vec model: BERT WordPiece `tokenizer.json`, an f32
 /// `model.safetensors` with deterministic pseudo-random rows, and `config.json`.
-fn write_tiny_model(dir: &Path) {
+pub(crate) fn write_tiny_model(dir: &Path) {
     std::fs::create_dir_all(dir).expect("mkdir");
     let words = "[PAD] [UNK] [CLS] [SEP] [MASK] a the of to in and who what where when did you your is was \
                  lighthouse keeper lamp storm night baker bakery harbour northern lights board book books \
