@@ -140,7 +140,8 @@ fn check_file(root: &Path, path: &Path, cache: Option<&UnitCache>) -> FileOutcom
         Some(unit) => {
             diagnostics.extend(unit.warnings(&source.rel));
             if !diagnostics.is_empty() {
-                map.insert(&source.rel, &String::from_utf8_lossy(&source.bytes));
+                let text = String::from_utf8_lossy(&source.bytes);
+                map.insert(&source.rel, text.strip_prefix('\u{feff}').unwrap_or(&text));
             }
             Compiled::Cached(Box::new(unit))
         }
@@ -274,7 +275,8 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     let mut embedded_files = 0;
     let mut phase = Phase::start();
     // Files that changed, in batches: each batch's texts are embedded in one call (batched and
-    // cached), then its units compile on all cores. Batches bound the memory vectors take.
+    // cached), then its units compile on all cores; batches keep both cores busy and give the
+    // progress bar steps.
     let fresh: Vec<(usize, &SourceFile, &Vec<Chunk>)> = checked
         .sources
         .iter()

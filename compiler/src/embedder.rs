@@ -128,7 +128,17 @@ impl Embedder {
                 .finalize()
                 .into(),
             #[cfg(feature = "minilm")]
-            Embedder::MiniLm { sha256, .. } => *sha256,
+            Embedder::MiniLm { sha256, section, .. } => match section {
+                // The tokenizer and config shape the vectors as much as the weights.
+                EmbedderModel::Transformer(parts) => Sha256::new()
+                    .chain_update(sha256)
+                    .chain_update(parts.config_json.as_bytes())
+                    .chain_update([0])
+                    .chain_update(parts.tokenizer_json.as_bytes())
+                    .finalize()
+                    .into(),
+                _ => *sha256,
+            },
         }
     }
 
@@ -226,21 +236,31 @@ struct Store {
     keys_path: std::path::PathBuf,
     vecs_path: std::path::PathBuf,
     vecs: Option<std::fs::File>,
-    rows: std::collections::HashMap<[u8; 32], u64>,
+    /// Row number and the first bytes of the row's SHA-256, per key.
+    rows: std::collections::HashMap<[u8; 32], (u64, [u8; ROW_DIGEST_LEN])>,
     dims: usize,
 }
 
-const KEY_LEN: u64 = 32;
+/// A `.keys` entry: the key, then the start of its row's SHA-256, so a damaged row is a miss.
+const KEY_LEN: u64 = 32 + ROW_DIGEST_LEN as u64;
+const ROW_DIGEST_LEN: usize = 8;
+
+fn row_digest(row: &[u8]) -> [u8; ROW_DIGEST_LEN] {
+    Sha256::digest(row)[..ROW_DIGEST_LEN].try_into().expect("8 bytes")
+}
 
 impl Store {
     fn row_len(&self) -> u64 {
         self.dims as u64 * 4
     }
 
-    fn read(&self, row: u64) -> Option<Vec<f32>> {
+    fn read(&self, (row, digest): (u64, [u8; ROW_DIGEST_LEN])) -> Option<Vec<f32>> {
         let file = self.vecs.as_ref()?;
         let mut buf = vec![0u8; self.row_len() as usize];
         read_exact_at(file, &mut buf, row * self.row_len()).ok()?;
+        if row_digest(&buf) != digest {
+            return None;
+        }
         Some(buf.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
     }
 }
@@ -263,15 +283,16 @@ impl EmbeddingCache {
     pub fn open(dir: Option<&Path>, fingerprint: &[u8; 32], dims: usize) -> EmbeddingCache {
         let Some(dir) = dir else { return EmbeddingCache::default() };
         let name: String = fingerprint[..16].iter().map(|b| format!("{b:02x}")).collect();
-        let keys_path = dir.join(format!("embeddings-{name}-{dims}.keys"));
-        let vecs_path = dir.join(format!("embeddings-{name}-{dims}.vecs"));
+        let keys_path = dir.join(format!("embeddings-{name}-{dims}.v2.keys"));
+        let vecs_path = dir.join(format!("embeddings-{name}-{dims}.v2.vecs"));
         let vecs = std::fs::File::open(&vecs_path).ok();
         let keys = if vecs.is_some() { std::fs::read(&keys_path).unwrap_or_default() } else { Vec::new() };
         let mut store = Store { keys_path, vecs_path, vecs, rows: Default::default(), dims };
         let complete_rows =
             store.vecs.as_ref().and_then(|f| f.metadata().ok()).map_or(0, |m| m.len() / store.row_len().max(1));
-        for (row, key) in keys.chunks_exact(KEY_LEN as usize).enumerate().take(complete_rows as usize) {
-            store.rows.insert(key.try_into().expect("32 bytes"), row as u64);
+        for (row, entry) in keys.chunks_exact(KEY_LEN as usize).enumerate().take(complete_rows as usize) {
+            let (key, digest) = entry.split_at(32);
+            store.rows.insert(key.try_into().expect("32 bytes"), (row as u64, digest.try_into().expect("8 bytes")));
         }
         EmbeddingCache { store: Some(store), ..Default::default() }
     }
@@ -336,8 +357,10 @@ impl EmbeddingCache {
                 // A provider that answers with other dimensions is an error elsewhere; here it
                 // must only never misalign rows.
                 if vector.len() == store.dims {
-                    rows.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
+                    let row: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
                     row_keys.extend_from_slice(key);
+                    row_keys.extend_from_slice(&row_digest(&row));
+                    rows.extend_from_slice(&row);
                 }
             }
             (&vecs).write_all(&rows)?;

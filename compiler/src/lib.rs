@@ -55,8 +55,32 @@ fn temp_path(path: &Path) -> std::path::PathBuf {
     dir.join(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-/// Like [`atomic_write`] without waiting for the disk: for cache entries, which are validated
-/// when read, so a crash can cost an entry but never serve a wrong one.
+/// A cache entry on disk: its payload followed by the payload's SHA-256, so damage anywhere in
+/// it (a bad copy, a restored cache, bit rot) makes the entry a miss instead of a wrong answer.
+pub fn checked_entry(payload: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut out = Vec::with_capacity(payload.len() + 32);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&sha2::Sha256::digest(payload));
+    out
+}
+
+/// The payload of an entry written by [`checked_entry`], copied into an aligned buffer for
+/// rkyv, or `None` when it does not match its digest.
+pub fn read_checked_entry(path: &Path) -> Option<rkyv::util::AlignedVec<16>> {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(path).ok()?;
+    let (payload, digest) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if sha2::Sha256::digest(payload).as_slice() != digest {
+        return None;
+    }
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    Some(aligned)
+}
+
+/// Like [`atomic_write`] without waiting for the disk: for cache entries, which carry their own
+/// digest ([`checked_entry`]), so a crash can cost an entry but never serve a wrong one.
 pub fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     replace_with(path, bytes, false)
 }

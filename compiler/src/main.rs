@@ -249,8 +249,9 @@ fn run(cli: Cli) -> Result<()> {
                 AudienceArg::Public => Audience::Public,
                 AudienceArg::Internal => Audience::Internal,
             };
-            let cache =
-                (!no_cache).then(|| UnitCache::new(&cache_dir, &embedder.fingerprint(), audience.as_str(), vectors));
+            let cache = (!no_cache).then(|| {
+                UnitCache::new(&cache_dir, &embedder.fingerprint(), embedder.dims(), audience.as_str(), vectors)
+            });
             let t = std::time::Instant::now();
             let checked = build::check(&dir, cache.as_ref());
             tracing::debug!(ms = t.elapsed().as_millis() as u64, "check");

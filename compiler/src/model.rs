@@ -21,6 +21,8 @@ pub enum ModelError {
 pub struct Model {
     pub id: String,
     pub weights_sha256: [u8; 32],
+    /// SHA-256 of `tokenizer.json` and `config.json`, which shape vectors too.
+    pub settings_sha256: [u8; 32],
     /// Always `EmbedderModel::Static`: kept in the model section's own type so the section
     /// serialises straight from here, without copying the table.
     section: EmbedderModel,
@@ -46,14 +48,19 @@ impl Model {
         }
     }
 
-    /// Names these weights *as stored* (f32 or int8 rows) for caches: the vectors differ.
+    /// Names this model for caches: weights, tokenizer and config, and whether the rows are
+    /// stored as f32 or int8 (the vectors differ).
     pub fn fingerprint(&self) -> [u8; 32] {
-        match &self.table().rows {
-            TableRows::F32(_) => self.weights_sha256,
-            TableRows::I8 { .. } => {
-                Sha256::new().chain_update(self.weights_sha256).chain_update(b"rows:i8").finalize().into()
-            }
-        }
+        let rows: &[u8] = match &self.table().rows {
+            TableRows::F32(_) => b"rows:f32",
+            TableRows::I8 { .. } => b"rows:i8",
+        };
+        Sha256::new()
+            .chain_update(self.weights_sha256)
+            .chain_update(self.settings_sha256)
+            .chain_update(rows)
+            .finalize()
+            .into()
     }
 }
 
@@ -69,7 +76,8 @@ fn invalid(path: &Path, message: impl Into<String>) -> ModelError {
 /// per-token `weights` and `mapping` tensors) from a local directory.
 pub fn load(dir: &Path) -> Result<Model, ModelError> {
     let tok_path = dir.join("tokenizer.json");
-    let tok: Value = serde_json::from_slice(&read(&tok_path)?).map_err(|e| invalid(&tok_path, e.to_string()))?;
+    let tok_bytes = read(&tok_path)?;
+    let tok: Value = serde_json::from_slice(&tok_bytes).map_err(|e| invalid(&tok_path, e.to_string()))?;
     let model = &tok["model"];
     if model["type"] != "WordPiece" {
         return Err(invalid(
@@ -106,12 +114,19 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
     let median = lengths.get(lengths.len() / 2).copied().unwrap_or(1);
 
     let cfg_path = dir.join("config.json");
-    let normalize = match std::fs::read(&cfg_path) {
-        Ok(bytes) => {
-            serde_json::from_slice::<Value>(&bytes).ok().and_then(|c| c["normalize"].as_bool()).unwrap_or(true)
-        }
-        Err(_) => true,
-    };
+    let cfg_bytes = std::fs::read(&cfg_path).ok();
+    let normalize = cfg_bytes
+        .as_ref()
+        .and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok())
+        .and_then(|c| c["normalize"].as_bool())
+        .unwrap_or(true);
+    // Vectors depend on the tokenizer and the config as much as on the weights.
+    let settings_sha256: [u8; 32] = Sha256::new()
+        .chain_update(&tok_bytes)
+        .chain_update([0])
+        .chain_update(cfg_bytes.as_deref().unwrap_or(b"absent"))
+        .finalize()
+        .into();
 
     let st_path = dir.join("model.safetensors");
     let bytes = read(&st_path)?;
@@ -149,11 +164,10 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
             dst.iter_mut().for_each(|x| *x *= scale);
         }
     }
-    let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let id = if id == "potion-base-8M" { "minishlab/potion-base-8M".to_string() } else { id };
     Ok(Model {
-        id,
+        id: model_id(dir),
         weights_sha256,
+        settings_sha256,
         section: EmbedderModel::Static(ModelTable {
             vocab,
             unk_id,
@@ -173,13 +187,19 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
 /// A prepared table as the model cache stores it.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct CachedModel {
-    id: String,
     weights_sha256: [u8; 32],
+    settings_sha256: [u8; 32],
     section: EmbedderModel,
 }
 
 /// Bump when `load` or the table layout changes, so stale prepared tables miss.
-const MODEL_CACHE_VERSION: u32 = 1;
+const MODEL_CACHE_VERSION: u32 = 2;
+
+/// The model's display name: its folder's, or potion's hub id.
+fn model_id(dir: &Path) -> String {
+    let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if id == "potion-base-8M" { "minishlab/potion-base-8M".to_string() } else { id }
+}
 
 /// [`load`], then int8 rows when `quantize`, through a cache in `cache_dir` of the prepared
 /// table. The key is the model files' identity on disk (canonical path, size, modification
@@ -193,32 +213,45 @@ pub fn load_prepared(dir: &Path, quantize: bool, cache_dir: Option<&Path>) -> Re
         }
         Ok(model)
     };
-    let Some(entry) =
-        cache_dir.and_then(|cache| identity(dir, quantize).map(|key| cache.join(format!("model-{key}.bin"))))
-    else {
+    let Some((cache, key)) = cache_dir.zip(identity(dir, quantize)) else {
         return prepare();
     };
-    if let Ok(bytes) = std::fs::read(&entry) {
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(&bytes);
-        if let Ok(cached) = rkyv::from_bytes::<CachedModel, rkyv::rancor::Error>(&aligned)
-            && matches!(cached.section, EmbedderModel::Static(_))
-        {
-            return Ok(Model { id: cached.id, weights_sha256: cached.weights_sha256, section: cached.section });
-        }
+    let entry = cache.join(format!("model-{key}.bin"));
+    if let Some(payload) = crate::read_checked_entry(&entry)
+        && let Ok(cached) = rkyv::from_bytes::<CachedModel, rkyv::rancor::Error>(&payload)
+        && let EmbedderModel::Static(table) = &cached.section
+        && format::embed::TokenTable::rows_consistent(table)
+    {
+        return Ok(Model {
+            id: model_id(dir),
+            weights_sha256: cached.weights_sha256,
+            settings_sha256: cached.settings_sha256,
+            section: cached.section,
+        });
     }
     let model = prepare()?;
-    let cached = CachedModel { id: model.id.clone(), weights_sha256: model.weights_sha256, section: model.section };
+    // A file that changed while it was read must not be cached under its old identity.
+    if identity(dir, quantize).as_ref() != Some(&key) {
+        return Ok(model);
+    }
+    let cached = CachedModel {
+        weights_sha256: model.weights_sha256,
+        settings_sha256: model.settings_sha256,
+        section: model.section,
+    };
     if let Ok(bytes) = rkyv::to_bytes::<rkyv::rancor::Error>(&cached) {
-        let written = entry
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| crate::write_replacing(&entry, &bytes));
+        let written =
+            std::fs::create_dir_all(cache).and_then(|()| crate::write_replacing(&entry, &crate::checked_entry(&bytes)));
         if let Err(e) = written {
             tracing::warn!("could not cache the prepared model in {}: {e}", entry.display());
         }
     }
-    Ok(Model { id: cached.id, weights_sha256: cached.weights_sha256, section: cached.section })
+    Ok(Model {
+        id: model.id,
+        weights_sha256: cached.weights_sha256,
+        settings_sha256: cached.settings_sha256,
+        section: cached.section,
+    })
 }
 
 /// The model files' identity on disk, as hex; `None` when a file cannot be examined.
@@ -233,7 +266,14 @@ fn identity(dir: &Path, quantize: bool) -> Option<String> {
                 let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
                 hasher.update(modified.as_nanos().to_le_bytes());
                 #[cfg(unix)]
-                hasher.update(std::os::unix::fs::MetadataExt::ino(&meta).to_le_bytes());
+                {
+                    // The change time moves on every write, even one that restores the mtime.
+                    use std::os::unix::fs::MetadataExt as _;
+                    hasher.update(meta.ino().to_le_bytes());
+                    hasher.update(meta.dev().to_le_bytes());
+                    hasher.update(meta.ctime().to_le_bytes());
+                    hasher.update(meta.ctime_nsec().to_le_bytes());
+                }
             }
             Err(_) if name == "config.json" => hasher.update(b"absent"),
             Err(_) => return None,

@@ -15,7 +15,7 @@ use crate::chunk::{CHUNKER_VERSION, Chunk};
 use crate::diag::{Diagnostic, Label, Pos, Severity};
 
 /// Bump when block packing, analysis or this layout changes, so old cache entries miss.
-const UNIT_VERSION: u32 = 1;
+const UNIT_VERSION: u32 = 2;
 
 /// Target plaintext size of one text block: small enough that opening a hit costs
 /// microseconds, large enough for zstd to find repetition. Blocks never span two files, so a
@@ -134,6 +134,27 @@ impl Unit {
         self.chunk_lens.len()
     }
 
+    /// Whether every table agrees with every other, as [`Unit::compile`] makes them: what a
+    /// cached unit must pass before a build merges it.
+    pub fn is_consistent(&self, dims: usize, format: VectorFormat) -> bool {
+        let n = self.chunks();
+        let starts_ok = self.chunk_term_starts.len() == n + 1
+            && self.chunk_term_starts.first() == Some(&0)
+            && self.chunk_term_starts.windows(2).all(|w| w[0] <= w[1])
+            && self.chunk_term_starts.last().is_some_and(|&end| end as usize == self.chunk_terms.len());
+        let vectors_ok = match (&self.vectors, format) {
+            (UnitVectors::F32(v), VectorFormat::F32) => v.len() == n * dims,
+            (UnitVectors::I8 { values, scales }, VectorFormat::I8) => values.len() == n * dims && scales.len() == n,
+            _ => false,
+        };
+        starts_ok
+            && vectors_ok
+            && self.chunk_tfs.len() == self.chunk_terms.len()
+            && self.chunk_terms.iter().all(|&t| (t as usize) < self.terms.len())
+            && self.titles.len() == n
+            && self.blocks.iter().map(|b| b.chunks as usize).sum::<usize>() == n
+    }
+
     pub fn warnings(&self, file: &str) -> impl Iterator<Item = Diagnostic> + '_ {
         let file = file.to_string();
         self.warnings.iter().map(move |w| w.to_diagnostic(&file))
@@ -238,20 +259,24 @@ pub struct UnitCache {
     dir: PathBuf,
     /// Everything besides the file that decides a unit's content.
     config: [u8; 32],
+    dims: usize,
+    format: VectorFormat,
 }
 
 impl UnitCache {
-    /// `fingerprint` names the embedder; audience and vector format change what a unit holds.
-    pub fn new(dir: &Path, fingerprint: &[u8; 32], audience: &str, vectors: VectorFormat) -> UnitCache {
+    /// `fingerprint` names the embedder (`dims` its vectors' size); audience and vector format
+    /// change what a unit holds.
+    pub fn new(dir: &Path, fingerprint: &[u8; 32], dims: usize, audience: &str, vectors: VectorFormat) -> UnitCache {
         let config = Sha256::new()
             .chain_update(fingerprint)
+            .chain_update((dims as u64).to_le_bytes())
             .chain_update(audience.as_bytes())
             .chain_update([0, vectors as u8])
             .chain_update(CHUNKER_VERSION.to_le_bytes())
             .chain_update(UNIT_VERSION.to_le_bytes())
             .finalize()
             .into();
-        UnitCache { dir: dir.to_path_buf(), config }
+        UnitCache { dir: dir.to_path_buf(), config, dims, format: vectors }
     }
 
     fn entry_path(&self, rel: &str, sha256: &[u8; 32]) -> PathBuf {
@@ -265,12 +290,11 @@ impl UnitCache {
         self.dir.join(format!("{hex}.unit"))
     }
 
-    /// A cached unit, or `None` when absent or unreadable (a damaged entry is just a miss).
+    /// A cached unit, or `None` when absent or damaged (a damaged entry is just a miss).
     pub fn get(&self, rel: &str, sha256: &[u8; 32]) -> Option<Unit> {
-        let bytes = std::fs::read(self.entry_path(rel, sha256)).ok()?;
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(&bytes);
-        rkyv::from_bytes::<Unit, rancor::Error>(&aligned).ok()
+        let payload = crate::read_checked_entry(&self.entry_path(rel, sha256))?;
+        let unit = rkyv::from_bytes::<Unit, rancor::Error>(&payload).ok()?;
+        unit.is_consistent(self.dims, self.format).then_some(unit)
     }
 
     /// Store a unit atomically; failures only cost speed, so they are logged, not raised.
@@ -279,7 +303,7 @@ impl UnitCache {
         let result = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(&self.dir)?;
             let bytes = rkyv::to_bytes::<rancor::Error>(unit).map_err(std::io::Error::other)?;
-            crate::write_replacing(&path, &bytes)
+            crate::write_replacing(&path, &crate::checked_entry(&bytes))
         })();
         if let Err(e) = result {
             tracing::warn!("could not write build cache entry {}: {e}", path.display());

@@ -346,6 +346,9 @@ impl<W: Write> HashingWriter<'_, W> {
     /// Zero padding up to an absolute offset.
     fn pad_to(&mut self, offset: usize) -> std::io::Result<()> {
         const ZEROS: [u8; SECTION_ALIGN] = [0; SECTION_ALIGN];
+        if self.written > offset {
+            return Err(std::io::Error::other("a section's data is longer than its units say"));
+        }
         while self.written < offset {
             let n = (offset - self.written).min(ZEROS.len());
             self.write_all(&ZEROS[..n])?;
@@ -542,7 +545,7 @@ impl<'a> OpenedContainer<'a> {
             if start.checked_add(len).is_none_or(|end| end > trailer_at) {
                 return Err(ContainerError::Truncated(format!("section {name} runs past the end of the file")));
             }
-            if section.plain_len > MAX_PLAIN_LEN {
+            if section.plain_len > MAX_PLAIN_LEN || section.stripe_len > MAX_PLAIN_LEN {
                 return Err(ContainerError::Corrupt(format!("section {name} claims an impossible size")));
             }
             if section.encrypted && !sealed {

@@ -49,9 +49,10 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
     let texts_section = container.section(SectionKind::Texts);
     let mut hasher = SectionHasher::for_version(version);
     for (i, block) in index.blocks.iter().enumerate() {
-        let start = block.offset.to_native() as usize;
-        let raw = texts
-            .get(start..start + block.stored_len.to_native() as usize)
+        let start = usize::try_from(block.offset.to_native()).unwrap_or(usize::MAX);
+        let raw = start
+            .checked_add(block.stored_len.to_native() as usize)
+            .and_then(|end| texts.get(start..end))
             .ok_or_else(|| ContainerError::Corrupt(format!("text block {i} lies outside the texts section")))?;
         let compression = match block.compression {
             crate::schema::ArchivedCompression::None => crate::Compression::None,

@@ -262,7 +262,9 @@ impl Engine {
             });
         }
         let texts_len = self.texts_range.len() as u64;
-        if index.blocks.iter().any(|b| b.offset.to_native() + u64::from(b.stored_len.to_native()) > texts_len) {
+        if index.blocks.iter().any(|b| {
+            b.offset.to_native().checked_add(u64::from(b.stored_len.to_native())).is_none_or(|end| end > texts_len)
+        }) {
             return Err(bad("a text block lies outside the texts section".into()));
         }
         if index.chunks.iter().any(|c| {

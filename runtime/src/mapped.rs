@@ -28,7 +28,7 @@ pub struct MappedFile {
 impl MappedFile {
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let file = File::open(path)?;
-        // SAFETY: the map is read-only and private to this process. The hazard of any file map
+        // SAFETY: the map is read-only (memmap2 maps it shared). The hazard of any file map
         // is another process truncating or rewriting the file in place while it is mapped.
         // lorec never does: it writes a temporary file and renames it over the old one, which
         // leaves this inode (and so this map) untouched. Artifacts are build outputs that

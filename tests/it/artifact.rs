@@ -395,18 +395,25 @@ fn a_damaged_cache_costs_time_not_correctness() {
     let out = tmp.path().join("kb.lore");
     assert_eq!(build_cached(&kb, &out, &cache, &[]).0.code, 0);
     let expected = answers(&out);
-    // Garble every unit and cut the embedding cache mid-row.
+    // One flipped bit in the middle of every unit, of the prepared model and of the stored
+    // vectors (damage that still parses), and the key file cut mid-entry.
+    let mut damaged_kinds = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(&cache).expect("cache folder") {
         let path = entry.expect("entry").path();
-        let bytes = std::fs::read(&path).expect("read");
-        let damaged = match path.extension().and_then(|e| e.to_str()) {
-            Some("unit") => bytes.iter().map(|b| b ^ 0x5a).collect(),
-            Some("vecs") => bytes[..bytes.len() - 7].to_vec(),
-            Some("keys") => bytes[..bytes.len() - 3].to_vec(),
-            _ => bytes,
-        };
-        std::fs::write(&path, damaged).expect("write");
+        let mut bytes = std::fs::read(&path).expect("read");
+        let kind = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_string();
+        match kind.as_str() {
+            "unit" | "bin" | "vecs" => {
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x01;
+            }
+            "keys" => bytes.truncate(bytes.len() - 3),
+            _ => continue,
+        }
+        std::fs::write(&path, bytes).expect("write");
+        damaged_kinds.insert(kind);
     }
+    assert_eq!(damaged_kinds.len(), 4, "expected units, a prepared model and both embedding files: {damaged_kinds:?}");
     let (r, counts) = build_cached(&kb, &out, &cache, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(counts, (2, 0), "damaged units must be misses");
