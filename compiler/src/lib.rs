@@ -19,15 +19,9 @@ pub mod yaml;
 use std::io::Write as _;
 use std::path::Path;
 
-/// Write `bytes` to `path` through a temporary file in the same folder, flushed to disk, and a
-/// rename, so readers (including a running `lore` that maps the old file) never see a partial
-/// file, even after a crash.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace_with(path, bytes, true)
-}
-
-/// Stream a file into place the way [`atomic_write`] does: `fill` writes it into a temporary
-/// file, which is flushed to disk and renamed over `path` only if `fill` succeeds.
+/// Stream a file into place: `fill` writes it into a temporary file in the same folder, which
+/// is flushed to disk and renamed over `path` only if `fill` succeeds, so readers (including a
+/// running `lore` that maps the old file) never see a partial file, even after a crash.
 pub fn atomic_write_with(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
@@ -79,20 +73,12 @@ pub fn read_checked_entry(path: &Path) -> Option<rkyv::util::AlignedVec<16>> {
     Some(aligned)
 }
 
-/// Like [`atomic_write`] without waiting for the disk: for cache entries, which carry their own
+/// Like [`atomic_write_with`] for a buffer, without waiting for the disk: for cache entries, which carry their own
 /// digest ([`checked_entry`]), so a crash can cost an entry but never serve a wrong one.
 pub fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace_with(path, bytes, false)
-}
-
-fn replace_with(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        if sync {
-            file.sync_all()?;
-        }
+        std::fs::File::create(&tmp)?.write_all(bytes)?;
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -294,7 +294,7 @@ fn run(cli: Cli) -> Result<()> {
                 embedded_files = built.embedded_files,
                 cached_files = built.cached_files,
                 embedding_cache_hits = built.embedding_cache_hits,
-                bytes = built.container.len(),
+                bytes = built.container.file_len(),
                 sealed = key.is_some(),
                 ms = started.elapsed().as_millis() as u64,
                 "artifact written"

@@ -240,12 +240,8 @@ impl Container {
     }
 
     /// Bytes the artifact will occupy.
-    pub fn len(&self) -> u64 {
+    pub fn file_len(&self) -> u64 {
         (self.body_len + TRAILER_LEN) as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Write the artifact to `sink`, sealing units on all cores while this thread hashes and
@@ -361,7 +357,7 @@ impl<W: Write> HashingWriter<'_, W> {
 /// streams with [`Container::write_to`]).
 pub fn write_container(header: Header, plans: Vec<SectionPlan>, key: Option<&Key>) -> Vec<u8> {
     let container = Container::layout(header, plans);
-    let mut out = Vec::with_capacity(container.len() as usize);
+    let mut out = Vec::with_capacity(container.file_len() as usize);
     container.write_to(key, &mut out).expect("writing into memory cannot fail when the key matches the cipher");
     out
 }
@@ -718,7 +714,7 @@ mod tests {
         assert!(sealed.write_to(None, &mut Vec::new()).is_err());
         let mut out = Vec::new();
         sealed.write_to(Some(&key), &mut out).expect("the right key writes");
-        assert_eq!(out.len() as u64, sealed.len());
+        assert_eq!(out.len() as u64, sealed.file_len());
         assert!(OpenedContainer::open(&out).expect("opens").verify_bytes().is_ok());
     }
 }
