@@ -286,6 +286,9 @@ fn run(cli: Cli) -> Result<()> {
             compiler::atomic_write_with(&output, |file| built.container.write_to(key.as_ref(), file))
                 .with_context(|| format!("cannot write {}", output.display()))?;
             tracing::debug!(ms = t.elapsed().as_millis() as u64, "write");
+            if let Some(cache) = &cache {
+                cache.prune(UNIT_MAX_AGE);
+            }
             tracing::info!(
                 artifact = %output.display(),
                 build_id = %built.container.header().build_id,
@@ -349,6 +352,10 @@ fn run(cli: Cli) -> Result<()> {
 fn reader_went_away(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
+
+/// Cached units unused for this long are removed after a build: long enough for a knowledge
+/// base built for two audiences, or rebuilt weekly, to keep all of its own.
+const UNIT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
 
 fn default_cache_dir(output: &Path) -> PathBuf {
     let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

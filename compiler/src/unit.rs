@@ -292,9 +292,34 @@ impl UnitCache {
 
     /// A cached unit, or `None` when absent or damaged (a damaged entry is just a miss).
     pub fn get(&self, rel: &str, sha256: &[u8; 32]) -> Option<Unit> {
-        let payload = crate::read_checked_entry(&self.entry_path(rel, sha256))?;
+        let path = self.entry_path(rel, sha256);
+        let payload = crate::read_checked_entry(&path)?;
         let unit = rkyv::from_bytes::<Unit, rancor::Error>(&payload).ok()?;
-        unit.is_consistent(self.dims, self.format).then_some(unit)
+        if !unit.is_consistent(self.dims, self.format) {
+            return None;
+        }
+        // A used entry is young again, so `prune` keeps it.
+        let _ =
+            std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        Some(unit)
+    }
+
+    /// Remove units no build has used for `max_age` (the files' previous versions, files since
+    /// deleted), so the cache does not grow with every edit. Failures are only logged.
+    pub fn prune(&self, max_age: std::time::Duration) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let now = std::time::SystemTime::now();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let stale = path.extension().is_some_and(|e| e == "unit")
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > max_age));
+            if stale && let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!("could not prune build cache entry {}: {e}", path.display());
+            }
+        }
     }
 
     /// Store a unit atomically; failures only cost speed, so they are logged, not raised.

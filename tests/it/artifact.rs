@@ -520,3 +520,33 @@ fn sha2_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn units_no_build_uses_any_more_are_pruned_and_used_ones_kept() {
+    let tmp = TempDir::new("inc-prune");
+    tmp.write("kb/a.yaml", "items:\n  - title: Sailing boats on the bay\n");
+    tmp.write("kb/b.yaml", "items:\n  - title: Mountain huts in winter\n");
+    let (kb, cache, out) = (tmp.path().join("kb"), tmp.path().join("cache"), tmp.path().join("kb.lore"));
+    let units = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        std::fs::read_dir(&cache)
+            .expect("cache folder")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "unit"))
+            .collect()
+    };
+    assert_eq!(build_cached(&kb, &out, &cache, &[]).0.code, 0);
+    let before = units();
+    assert_eq!(before.len(), 2);
+    // Both units last used a month ago; then a.yaml changes, so only b.yaml's is used again.
+    let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 24 * 3600);
+    for unit in &before {
+        let file = std::fs::File::options().write(true).open(unit).expect("open unit");
+        file.set_modified(month_ago).expect("age unit");
+    }
+    tmp.write("kb/a.yaml", "items:\n  - title: Sailing boats in a storm\n");
+    let (r, counts) = build_cached(&kb, &out, &cache, &[]);
+    assert_eq!((r.code, counts), (0, (1, 1)), "{}", r.stderr);
+    let after = units();
+    assert_eq!(after.len(), 2, "the old a.yaml unit is gone, b.yaml's kept, the new a.yaml's added");
+    assert_eq!(after.intersection(&before).count(), 1, "exactly b.yaml's unit survives");
+}
