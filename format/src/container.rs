@@ -717,4 +717,19 @@ mod tests {
         assert_eq!(out.len() as u64, sealed.file_len());
         assert!(OpenedContainer::open(&out).expect("opens").verify_bytes().is_ok());
     }
+
+    #[test]
+    fn an_absurd_stripe_length_is_refused_when_opening() {
+        // A stripe length near u64::MAX would overflow the stripe arithmetic of `open_striped`.
+        let key = Key::from_bytes([5; 32]);
+        let plans = vec![
+            plan(SectionKind::Model, b"model", false, 0),
+            SectionPlan::striped(SectionKind::Index, b"index".to_vec(), usize::MAX / 2, true),
+            plan(SectionKind::Texts, b"", true, 0),
+        ];
+        let bytes = write_container(header(Cipher::Aes256Gcm { key_id: key.id().0, salt: [1; 16] }), plans, Some(&key));
+        assert!(
+            matches!(OpenedContainer::open(&bytes), Err(ContainerError::Corrupt(m)) if m.contains("impossible size"))
+        );
+    }
 }
