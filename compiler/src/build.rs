@@ -65,7 +65,6 @@ pub struct Checked {
     pub files: Vec<Compiled>,
     pub diagnostics: Vec<Diagnostic>,
     pub map: SourceMap,
-    pub cached_files: usize,
 }
 
 impl Checked {
@@ -75,6 +74,11 @@ impl Checked {
     pub fn warnings(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.severity == Severity::Warning).count()
     }
+    /// Files taken from the build cache as compiled units.
+    pub fn cached_files(&self) -> usize {
+        self.files.iter().filter(|f| matches!(f, Compiled::Cached(_))).count()
+    }
+
     pub fn chunks_found(&self) -> usize {
         self.files.iter().map(Compiled::chunks_found).sum()
     }
@@ -111,7 +115,6 @@ pub fn check(root: &Path, cache: Option<&UnitCache>) -> Checked {
         out.diagnostics.extend(outcome.diagnostics);
         out.map.absorb(outcome.map);
         if let Some((source, compiled)) = outcome.file {
-            out.cached_files += usize::from(matches!(compiled, Compiled::Cached(_)));
             out.sources.push(source);
             out.files.push(compiled);
         }
@@ -214,8 +217,6 @@ pub struct Built {
     /// The artifact, laid out; [`format::Container::write_to`] seals and writes it.
     pub container: format::Container,
     pub chunks: usize,
-    pub embedded_files: usize,
-    pub cached_files: usize,
     /// Texts whose vectors came from the embedding cache.
     pub embedding_cache_hits: usize,
 }
@@ -272,7 +273,6 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     let dims = embedder.dims();
     let mut vectors_cache = EmbeddingCache::open(opts.embedding_cache, &embedder.fingerprint(), dims);
     let total = checked.sources.len();
-    let mut embedded_files = 0;
     let mut phase = Phase::start();
     // Files that changed, in batches: each batch's texts are embedded in one call (batched and
     // cached), then its units compile on all cores; batches keep both cores busy and give the
@@ -313,7 +313,6 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
             }
             unit
         }));
-        embedded_files += batch.len();
         if let (Some(progress), Some((i, _, _))) = (opts.progress, batch.last()) {
             progress(i + 1, total);
         }
@@ -414,13 +413,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     };
     let container = format::Container::layout(header, plans);
     phase.done("layout");
-    Ok(Built {
-        container,
-        chunks,
-        embedded_files,
-        cached_files: checked.cached_files,
-        embedding_cache_hits: vectors_cache.hits,
-    })
+    Ok(Built { container, chunks, embedding_cache_hits: vectors_cache.hits })
 }
 
 /// Units joined into one index, with the text blocks ready to seal.

@@ -413,3 +413,112 @@ impl Engine {
         Ok(self.texts[block_no].get_or_init(|| view))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use format::container::SectionPlan;
+    use format::{
+        BlockRef, Calibration, Cipher, Compression, Counts, DenseVectors, EmbedderInfo, EmbedderModel, Header, Index,
+        ModelTable, SectionKind, TableRows,
+    };
+    use rkyv::rancor;
+
+    use super::{Engine, EngineError};
+
+    const DIMS: usize = 2;
+
+    fn serialise<T>(value: &T) -> Vec<u8>
+    where
+        T: for<'a> rkyv::Serialize<
+                rkyv::api::high::HighSerializer<
+                    rkyv::util::AlignedVec,
+                    rkyv::ser::allocator::ArenaHandle<'a>,
+                    rancor::Error,
+                >,
+            >,
+    {
+        rkyv::to_bytes::<rancor::Error>(value).expect("serialises").to_vec()
+    }
+
+    /// An unsealed artifact whose only text block claims an offset that overflows when its
+    /// length is added: the index of a `--no-encrypt` artifact is not authenticated, so anyone
+    /// can write one.
+    fn artifact_with_block_offset(offset: u64) -> Vec<u8> {
+        let model = EmbedderModel::Static(ModelTable {
+            vocab: [("[UNK]".to_string(), 0), ("lamp".to_string(), 1)].into_iter().collect(),
+            unk_id: 0,
+            continuing_prefix: "##".into(),
+            max_input_chars_per_word: 100,
+            lowercase: true,
+            strip_accents: true,
+            max_tokens: 512,
+            truncate_chars: 2048,
+            normalize: true,
+            dims: DIMS as u32,
+            rows: TableRows::F32(vec![0.0, 0.0, 1.0, 0.0]),
+        });
+        let index = Index {
+            chunks: vec![format::ChunkRef { source: 0, block: 0, slot: 0 }],
+            blocks: vec![BlockRef { offset, stored_len: 100, plain_len: 100, compression: Compression::None }],
+            terms: Default::default(),
+            term_starts: vec![0],
+            posting_chunks: Vec::new(),
+            posting_tfs: Vec::new(),
+            chunk_lens: vec![1],
+            avg_chunk_len: 1.0,
+            dims: DIMS as u32,
+            vectors: DenseVectors::F32(vec![1.0, 0.0]),
+            calibration: Calibration {
+                background: vec![0.0, 1.0],
+                probes: Vec::new(),
+                min_similarity: 0.15,
+                min_margin: 0.0,
+                probe_weight: 0.5,
+                coverage_weight: 0.0,
+            },
+            fusion: format::profiles::PERSONA,
+        };
+        let header = Header {
+            artifact_version: "crafted".into(),
+            build_id: "00".into(),
+            created_unix: 0,
+            compiler: "test".into(),
+            audience: "public".into(),
+            embedder: EmbedderInfo {
+                kind: "static".into(),
+                id: "tiny".into(),
+                dims: DIMS as u32,
+                vocab_size: 2,
+                weights_sha256: [0; 32],
+            },
+            cipher: Cipher::None,
+            sources: vec![format::SourceFile { path: "a.yaml".into(), sha256: [0; 32], bytes: 1 }],
+            sections: Vec::new(),
+            counts: Counts { chunks: 1, terms: 0, text_blocks: 1 },
+        };
+        let plans = vec![
+            SectionPlan::whole(SectionKind::Model, serialise(&model), false),
+            SectionPlan::whole(SectionKind::Index, serialise(&index), false),
+            SectionPlan::whole(SectionKind::Texts, vec![0; 100], false),
+        ];
+        format::write_container(header, plans, None)
+    }
+
+    #[test]
+    fn a_text_block_offset_that_overflows_is_refused_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("lore-engine-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("crafted.lore");
+        std::fs::write(&path, artifact_with_block_offset(0)).expect("write");
+        assert!(Engine::open(&path, None).is_ok(), "the well-formed twin opens");
+        std::fs::write(&path, artifact_with_block_offset(u64::MAX - 5)).expect("write");
+        let opened = Engine::open(&path, None);
+        let _ = std::fs::remove_dir_all(&dir);
+        match opened {
+            Err(EngineError::Malformed { section: "index", message, .. }) => {
+                assert!(message.contains("outside the texts section"), "{message}")
+            }
+            other => panic!("expected a malformed-index error, got {:?}", other.map(|_| ())),
+        }
+    }
+}

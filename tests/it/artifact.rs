@@ -290,6 +290,11 @@ fn incremental_rebuild_embeds_only_changed_files_and_keeps_ids() {
 
 /// `lorec build` with a cache folder; returns the run and its (embedded, cached) file counts.
 fn build_cached(kb: &Path, out: &Path, cache: &Path, extra: &[&str]) -> (Run, (u64, u64)) {
+    build_cached_with(&model_dir(), kb, out, cache, extra)
+}
+
+/// [`build_cached`] with another model.
+fn build_cached_with(model: &Path, kb: &Path, out: &Path, cache: &Path, extra: &[&str]) -> (Run, (u64, u64)) {
     let mut cmd = lorec();
     if !extra.contains(&"--no-encrypt") {
         cmd.env("LORE_KEY", TEST_KEY);
@@ -300,7 +305,7 @@ fn build_cached(kb: &Path, out: &Path, cache: &Path, extra: &[&str]) -> (Run, (u
         .arg("-o")
         .arg(out)
         .arg("--model")
-        .arg(model_dir())
+        .arg(model)
         .arg("--cache-dir")
         .arg(cache)
         .args(extra)
@@ -483,16 +488,7 @@ fn a_changed_model_is_never_served_from_the_prepared_model_cache() {
     );
     let (cache, out) = (tmp.path().join("cache"), tmp.path().join("kb.lore"));
     let build = || {
-        let r = run(lorec()
-            .arg("build")
-            .arg(tmp.path().join("kb"))
-            .arg("-o")
-            .arg(&out)
-            .arg("--model")
-            .arg(&model)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .env("LORE_KEY", TEST_KEY));
+        let (r, _) = build_cached_with(&model, &tmp.path().join("kb"), &out, &cache, &[]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         inspect(&out)["embedder"]["weights_sha256"].as_str().expect("weights digest").to_string()
     };
