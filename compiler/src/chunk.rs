@@ -3,12 +3,15 @@
 //! A chunk is an entity, not a leaf: a mapping inside a list (a job, a feature, a book), a
 //! mapping of plain fields (a profile), or a list of plain values (a list of hobbies). Its id is
 //! `file#/json/pointer`, so ids only change when the entity moves.
+//!
+//! The walks here recurse once per level of the tree; `yaml::parse` never builds one deeper
+//! than [`crate::yaml::MAX_DEPTH`], which bounds their stack use.
 
 use std::collections::HashMap;
 
 use format::Visibility;
 
-use crate::diag::{Diagnostic, Pos};
+use crate::diag::{Diagnostic, Pos, excerpt};
 use crate::yaml::{Node, Value};
 
 /// Bump when chunk ids, titles or texts change for the same input, to invalidate build caches.
@@ -413,7 +416,7 @@ fn validate(ctx: &mut Ctx<'_>, node: &Node, key: Option<&str>) {
                                         "duplicate-id",
                                         file,
                                         v.pos,
-                                        format!("id `{id}` is used twice in this file"),
+                                        format!("id `{}` is used twice in this file", excerpt(id)),
                                     )
                                     .label("second use")
                                     .also(file, *first, "first used here")
@@ -450,7 +453,7 @@ fn validate(ctx: &mut Ctx<'_>, node: &Node, key: Option<&str>) {
                                 "invalid-date",
                                 file,
                                 v.pos,
-                                format!("`{name}` must be a date, not {}", describe(v)),
+                                format!("`{}` must be a date, not {}", excerpt(name), describe(v)),
                             )
                             .label("not a date")
                             .hint("write YYYY, YYYY-MM or YYYY-MM-DD (or `present` for an open end)"),

@@ -45,7 +45,10 @@ pub fn is_source(name: &str) -> bool {
 }
 
 /// Every source below `root`, sorted, skipping hidden files and folders. Unreadable folders
-/// become diagnostics.
+/// become diagnostics. Symlinked files are followed; symlinked folders are not (a link can form
+/// a cycle or reach outside the knowledge base), with a warning. A source name that is not a
+/// regular file once links are followed (a FIFO, a socket, a device such as a link to
+/// `/dev/zero`) is an error and is never opened: reading a FIFO blocks, a device never ends.
 pub fn discover(root: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![root.to_path_buf()];
@@ -56,7 +59,7 @@ pub fn discover(root: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
                 diags.push(Diagnostic::error(
                     "unreadable",
                     &dir.display().to_string(),
-                    Pos::default(),
+                    Pos::NONE,
                     format!("cannot read folder: {e}"),
                 ));
                 continue;
@@ -68,15 +71,81 @@ pub fn discover(root: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
                 continue;
             }
             let path = entry.path();
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => pending.push(path),
-                _ if is_source(&name) => found.push(path),
-                _ => {}
+            let Ok(own) = entry.file_type() else {
+                if is_source(&name) {
+                    found.push(path); // `read` says why it cannot be read.
+                }
+                continue;
+            };
+            if own.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let link = own.is_symlink();
+            // What the entry is once links are followed; a broken link is left to `read`,
+            // which reports why it cannot be read.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                if is_source(&name) {
+                    found.push(path);
+                }
+                continue;
+            };
+            let rel = relative(root, &path);
+            let target = || std::fs::read_link(&path).map(|t| format!(" → {}", t.display())).unwrap_or_default();
+            if meta.is_dir() {
+                diags.push(
+                    Diagnostic::warning(
+                        "symlinked-folder",
+                        &rel,
+                        Pos::NONE,
+                        format!("symlinked folder not followed: {rel}{}", target()),
+                    )
+                    .hint(
+                        "lorec does not follow links to folders: they can form cycles or reach outside the \
+                         knowledge base. Move or copy the folder in, or link its files one by one",
+                    ),
+                );
+            } else if is_source(&name) && meta.is_file() {
+                found.push(path);
+            } else if is_source(&name) {
+                let via = if link { target() } else { String::new() };
+                diags.push(
+                    Diagnostic::error(
+                        "not-a-file",
+                        &rel,
+                        Pos::NONE,
+                        format!("not a regular file: {}{via}", file_kind(&meta)),
+                    )
+                    .hint("lorec reads only regular files; remove it, or rename it so it does not look like a source"),
+                );
             }
         }
     }
     found.sort();
     found
+}
+
+/// What a file that is not a regular file or a folder is, for a diagnostic.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    let _ = meta;
+    "neither a file nor a folder"
 }
 
 pub fn relative(root: &Path, path: &Path) -> String {

@@ -6,6 +6,7 @@ mod artifact;
 mod collections;
 mod diagnostics;
 mod golden;
+mod hostile_yaml;
 mod minilm;
 mod openai;
 mod retrieval;
