@@ -4,6 +4,7 @@
 
 mod bench;
 mod eval;
+mod fuzz;
 mod model;
 mod scifact;
 mod synth;
@@ -23,6 +24,9 @@ tasks:
   eval persona  retrieval and topic-detection quality on the persona sets (see EVALUATION.md)
   eval scifact  BEIR SciFact nDCG@10 / Recall@100, train and test; --tune grid-searches on train
   synth N DIR   write the deterministic synthetic knowledge base of N chunks that bench uses into DIR
+  fuzz TARGET|all [--secs N] [--engine auto|libfuzzer|stable]
+                fuzz a target (artifact, yaml, resume_json, jsonl, markdown, request; see FUZZING.md);
+                `fuzz corpus` regenerates the seed corpus from the repository's files
 ";
 
 fn main() {
@@ -44,6 +48,7 @@ fn run() -> Result<()> {
         Some("eval") => {
             eval::run(&root, args.get(1).map(String::as_str).unwrap_or("persona"), args.iter().any(|a| a == "--tune"))
         }
+        Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("synth") => match (args.get(1).and_then(|n| n.parse().ok()), args.get(2)) {
             (Some(n), Some(dir)) => synth::generate(Path::new(dir), n),
             _ => bail!("usage: cargo xtask synth N DIR"),
@@ -86,12 +91,14 @@ fn test(root: &Path) -> Result<()> {
     run_checked(cargo().args(["build", "--workspace", "--bins", "--all-features"]))?;
     let (passed, failed) = run_tests(&minilm)?;
     run_checked(cargo().args(["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"]))?;
+    // Every fuzz target for a few seconds (FUZZING.md); a crash fails CI like a test does.
+    let fuzzed = fuzz::ci(root);
     // One closing line for the whole suite, so CI reads the total, not the last binary's.
     println!("tests: {passed} passed, {failed} failed");
     if failed > 0 {
         bail!("{failed} test(s) failed");
     }
-    Ok(())
+    fuzzed
 }
 
 /// Run every test (no doctests: there are none), echoing cargo's output and totting up the
