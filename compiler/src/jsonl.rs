@@ -69,7 +69,7 @@ pub fn compile(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Chunk
                     "duplicate-id",
                     file,
                     at(1),
-                    format!("document id `{id}` is used twice in this file"),
+                    format!("document id `{}` is used twice in this file", crate::diag::excerpt(&id)),
                 )
                 .label("second use")
                 .also(file, *first, "first used here"),
@@ -82,8 +82,13 @@ pub fn compile(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Chunk
             Some(serde_json::Value::String(s)) => s.trim().to_string(),
             _ => {
                 diags.push(
-                    Diagnostic::error("missing-text", file, at(1), format!("document `{id}` has no string `text`"))
-                        .label("this document"),
+                    Diagnostic::error(
+                        "missing-text",
+                        file,
+                        at(1),
+                        format!("document `{}` has no string `text`", crate::diag::excerpt(&id)),
+                    )
+                    .label("this document"),
                 );
                 continue;
             }
@@ -93,7 +98,7 @@ pub fn compile(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Chunk
                 "empty-document",
                 file,
                 at(1),
-                format!("document `{id}` has neither title nor text"),
+                format!("document `{}` has neither title nor text", crate::diag::excerpt(&id)),
             ));
             continue;
         }

@@ -73,7 +73,13 @@ struct KeyArgs {
 
 impl KeyArgs {
     fn load(&self) -> Result<Option<Key>> {
-        load_key(self.key.as_deref(), self.key_file.as_deref()).map_err(anyhow::Error::msg)
+        let loaded = load_key(self.key.as_deref(), self.key_file.as_deref()).map_err(anyhow::Error::msg)?;
+        Ok(loaded.map(|loaded| {
+            if let Some(warning) = &loaded.warning {
+                tracing::warn!("{warning}");
+            }
+            loaded.key
+        }))
     }
 }
 
@@ -124,6 +130,17 @@ enum Command {
         /// Rebuild everything, ignoring and not writing the cache.
         #[arg(long, env = "LORE_NO_CACHE")]
         no_cache: bool,
+        /// Replace the output even when it exists and is not a lore artifact.
+        #[arg(long, env = "LORE_FORCE")]
+        force: bool,
+        /// Make the build reproducible (reproducible-builds.org): the artifact's creation time,
+        /// in seconds since the epoch; its build id and salt are then derived from its content,
+        /// so the same sources, settings and key give the same bytes.
+        #[arg(long, env = "SOURCE_DATE_EPOCH")]
+        source_date_epoch: Option<u64>,
+        /// Permissions of a new artifact, in octal (a replaced artifact keeps its own).
+        #[arg(long, env = "LORE_ARTIFACT_MODE", default_value = "600", value_parser = parse_mode)]
+        mode: u32,
         #[command(flatten)]
         key: KeyArgs,
     },
@@ -133,10 +150,17 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long, env = "LORE_JSON")]
         json: bool,
+        /// With the key, the sealed list of source files is shown too.
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// Check every byte of an artifact; with the key, also decrypt and validate every section.
     Verify {
         file: PathBuf,
+        /// Also check that the sources in this folder are exactly the ones the artifact was
+        /// built from (by SHA-256); lists added, missing and changed files, exit 1 if any.
+        #[arg(long, env = "LORE_VERIFY_SOURCES")]
+        sources: Option<PathBuf>,
         #[command(flatten)]
         key: KeyArgs,
     },
@@ -159,10 +183,10 @@ fn main() -> ExitCode {
                 // `lorec inspect | head`: the reader has what it wanted.
                 ExitCode::SUCCESS
             } else if e.downcast_ref::<Rejected>().is_some() {
-                eprintln!("error: {e:#}");
+                to_stderr(&format!("error: {e:#}\n"));
                 ExitCode::from(EXIT_REJECTED)
             } else {
-                eprintln!("error: {e:#}");
+                to_stderr(&format!("error: {e:#}\n"));
                 ExitCode::FAILURE
             }
         }
@@ -210,8 +234,12 @@ fn run(cli: Cli) -> Result<()> {
             no_encrypt,
             cache_dir,
             no_cache,
+            force,
+            source_date_epoch,
+            mode,
             key,
         } => {
+            check_output(&dir, &output, force)?;
             let key = key.load()?;
             let fusion = match retrieval.as_str() {
                 "auto" => None,
@@ -274,6 +302,7 @@ fn run(cli: Cli) -> Result<()> {
                     cache: cache.as_ref(),
                     embedding_cache: (!no_cache).then_some(cache_dir.as_path()),
                     progress: Some(&progress),
+                    source_date_epoch,
                 },
             )?;
             if let Some(bar) = bar {
@@ -283,7 +312,7 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
             }
             let t = std::time::Instant::now();
-            compiler::atomic_write_with(&output, |file| built.container.write_to(key.as_ref(), file))
+            compiler::atomic_write_with(&output, mode, |file| built.container.write_to(key.as_ref(), file))
                 .with_context(|| format!("cannot write {}", output.display()))?;
             tracing::debug!(ms = t.elapsed().as_millis() as u64, "write");
             if let Some(cache) = &cache {
@@ -304,20 +333,36 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Inspect { file, json } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        Command::Inspect { file, json, key } => {
+            let key = key.load()?;
+            let bytes = read_artifact(&file)?;
             let opened = OpenedContainer::open(&bytes).map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
-            let value = describe(&opened);
+            // Since format v3 the source list is sealed: shown only with the key.
+            let sources = match (&opened.header.cipher, &key) {
+                _ if opened.format_version < 3 => Some(opened.header.sources.clone()),
+                (Cipher::Aes256Gcm { .. }, None) => None,
+                _ => {
+                    let sealer =
+                        opened.sealer(key.as_ref()).map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
+                    Some(
+                        opened
+                            .sources(sealer.as_ref())
+                            .map_err(|e| Rejected(format!("{}: {e}", file.display())))?
+                            .sources,
+                    )
+                }
+            };
             if json {
+                let value = describe(&opened, sources.as_deref());
                 writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&value)?)?;
             } else {
-                print_text(&opened)?;
+                print_text(&opened, sources.as_deref())?;
             }
             Ok(())
         }
-        Command::Verify { file, key } => {
+        Command::Verify { file, sources, key } => {
             let key = key.load()?;
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes = read_artifact(&file)?;
             let opened = OpenedContainer::open(&bytes).map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
             let report = format::verify::verify(&opened, key.as_ref())
                 .map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
@@ -335,15 +380,171 @@ fn run(cli: Cli) -> Result<()> {
                     file.display()
                 )?;
             }
-            Ok(())
+            match sources {
+                Some(dir) => verify_sources(&opened, key.as_ref(), &file, &dir),
+                None => Ok(()),
+            }
         }
         Command::Keygen => {
             let mut bytes = [0u8; 32];
             getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
             let key = Key::from_bytes(bytes);
             writeln!(std::io::stdout(), "{}", key.to_base64())?;
-            eprintln!("key id {} — keep the key secret; artifacts record only its id", key.id());
+            to_stderr(&format!("key id {} — keep the key secret; artifacts record only its id\n", key.id()));
             Ok(())
+        }
+    }
+}
+
+/// `lorec verify --sources DIR`: compare the files in DIR with the artifact's source list.
+fn verify_sources(opened: &OpenedContainer<'_>, key: Option<&Key>, file: &Path, dir: &Path) -> Result<()> {
+    if matches!(opened.header.cipher, Cipher::Aes256Gcm { .. }) && opened.format_version >= 3 && key.is_none() {
+        return Err(Rejected(format!(
+            "{}: the source list is sealed; give LORE_KEY or LORE_KEY_FILE to check sources",
+            file.display()
+        ))
+        .into());
+    }
+    let sealer = opened.sealer(key).map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
+    let list = opened.sources(sealer.as_ref()).map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
+    let mut diags = Vec::new();
+    let on_disk: std::collections::BTreeMap<String, Option<[u8; 32]>> = compiler::sources::discover(dir, &mut diags)
+        .iter()
+        .map(|path| {
+            let read = compiler::sources::read(dir, path, &mut diags);
+            (compiler::sources::relative(dir, path), read.map(|s| s.sha256))
+        })
+        .collect();
+    let in_artifact: std::collections::BTreeMap<&str, [u8; 32]> =
+        list.sources.iter().map(|s| (s.path.as_str(), s.sha256)).collect();
+    let mut problems = Vec::new();
+    for (path, sha) in &in_artifact {
+        match on_disk.get(*path) {
+            None => problems.push(format!("missing  {path}")),
+            Some(None) => problems.push(format!("unreadable  {path}")),
+            Some(Some(found)) if found != sha => problems.push(format!("changed  {path}")),
+            Some(Some(_)) => {}
+        }
+    }
+    let mut withheld = 0;
+    for (path, sha) in &on_disk {
+        if in_artifact.contains_key(path.as_str()) {
+            continue;
+        }
+        match sha {
+            Some(sha) if list.withheld.contains(&format::withheld_digest(path, sha)) => withheld += 1,
+            _ => problems.push(format!("added    {path}")),
+        }
+    }
+    // A withheld file that is gone or changed cannot be named (the artifact does not know
+    // its name), only counted.
+    if withheld < list.withheld.len() {
+        problems.push(format!(
+            "missing or changed: {} source file(s) this build left out for its audience",
+            list.withheld.len() - withheld
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    if problems.is_empty() {
+        writeln!(
+            out,
+            "ok: {} — the {} source file(s) in {} are exactly those it was built from{}",
+            file.display(),
+            on_disk.len(),
+            dir.display(),
+            if withheld > 0 { format!(" ({withheld} left out for its audience)") } else { String::new() }
+        )?;
+        return Ok(());
+    }
+    for line in &problems {
+        writeln!(out, "{line}")?;
+    }
+    bail!(
+        "{}: the sources in {} differ from those it was built from ({} difference(s))",
+        file.display(),
+        dir.display(),
+        problems.len()
+    )
+}
+
+/// Write to stderr, ignoring failure: with stderr closed (`lorec build 2>&1 | true`) there is
+/// no one left to tell, and `eprint!` would panic.
+fn to_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Read an artifact for `inspect` and `verify`: a regular file (never a FIFO or a device), read
+/// whole; its own size is the bound.
+fn read_artifact(path: &Path) -> Result<Vec<u8>> {
+    format::fsio::read_regular(path, u64::MAX).map_err(|e| Rejected(e.to_string()).into())
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!("`{text}` is not an octal file mode such as 600 or 644")),
+    }
+}
+
+/// Refuse an output that would destroy or feed back into the sources: a path inside the
+/// knowledge base that the source scan would read (`-o kb/faq.yaml`), or an existing file that
+/// is not a lore artifact (unless `--force`).
+fn check_output(dir: &Path, output: &Path, force: bool) -> Result<()> {
+    let root = dir.canonicalize().with_context(|| format!("cannot read the knowledge base {}", dir.display()))?;
+    let target = resolve_nonexistent(output)?;
+    if let Ok(rel) = target.strip_prefix(&root) {
+        let hidden = rel.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+        let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !hidden && compiler::sources::is_source(&name) {
+            return Err(Rejected(format!(
+                "the output {} is inside the knowledge base {} and has a source file's name, so it would \
+                 overwrite or be read as a source; write the artifact outside the folder or name it *.lore",
+                output.display(),
+                dir.display()
+            ))
+            .into());
+        }
+    }
+    match std::fs::metadata(output) {
+        Ok(meta) if meta.is_dir() => {
+            Err(Rejected(format!("the output {} is a directory; name a file", output.display())).into())
+        }
+        Ok(_) if !force => {
+            let mut magic = [0u8; 8];
+            let is_artifact = format::fsio::open_regular(output)
+                .ok()
+                .and_then(|(mut f, _)| std::io::Read::read_exact(&mut f, &mut magic).ok())
+                .is_some_and(|()| magic == format::MAGIC);
+            if is_artifact {
+                Ok(())
+            } else {
+                Err(Rejected(format!(
+                    "{} exists and is not a lore artifact; refusing to replace it (pass --force to replace it anyway)",
+                    output.display()
+                ))
+                .into())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The absolute, symlink-free form of a path that may not exist yet: its nearest existing
+/// ancestor canonicalised, with the rest appended.
+fn resolve_nonexistent(path: &Path) -> Result<PathBuf> {
+    let absolute = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(real) => return Ok(rest.iter().rev().fold(real, |p, part| p.join(part))),
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    existing = parent;
+                }
+                _ => return Ok(absolute),
+            },
         }
     }
 }
@@ -377,7 +578,7 @@ fn progress_bar(len: usize) -> Option<indicatif::ProgressBar> {
 /// Print diagnostics; fail (exit 2) when there are errors, or warnings under `--deny warnings`.
 fn report(checked: &build::Checked, deny_warnings: bool, color: bool) -> Result<()> {
     if !checked.diagnostics.is_empty() {
-        eprint!("{}", render(&checked.diagnostics, &checked.map, color));
+        to_stderr(&render(&checked.diagnostics, &checked.map, color));
     }
     let (errors, warnings) = (checked.errors(), checked.warnings());
     if errors > 0 || (deny_warnings && warnings > 0) {
@@ -394,7 +595,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn describe(c: &OpenedContainer<'_>) -> serde_json::Value {
+fn describe(c: &OpenedContainer<'_>, sources: Option<&[format::SourceFile]>) -> serde_json::Value {
     let h = &c.header;
     let cipher = match h.cipher {
         Cipher::None => serde_json::json!({"name": "none"}),
@@ -414,16 +615,16 @@ fn describe(c: &OpenedContainer<'_>) -> serde_json::Value {
         "audience": h.audience,
         "embedder": {"id": h.embedder.id, "dims": h.embedder.dims, "vocab_size": h.embedder.vocab_size, "weights_sha256": hex(&h.embedder.weights_sha256)},
         "cipher": cipher,
-        "counts": {"chunks": h.counts.chunks, "terms": h.counts.terms, "text_blocks": h.counts.text_blocks, "sources": h.sources.len()},
+        "counts": {"chunks": h.counts.chunks, "terms": h.counts.terms, "text_blocks": h.counts.text_blocks, "sources": sources.map(<[_]>::len)},
         "sections": h.sections.iter().map(|s| serde_json::json!({
             "kind": s.kind.name(), "offset": s.offset, "stored_len": s.stored_len, "plain_len": s.plain_len,
             "plain_sha256": hex(&s.plain_sha256), "compression": format!("{:?}", s.compression).to_lowercase(), "encrypted": s.encrypted,
         })).collect::<Vec<_>>(),
-        "sources": h.sources.iter().map(|s| serde_json::json!({"path": s.path, "sha256": hex(&s.sha256), "bytes": s.bytes})).collect::<Vec<_>>(),
+        "sources": sources.map(|list| list.iter().map(|s| serde_json::json!({"path": s.path, "sha256": hex(&s.sha256), "bytes": s.bytes})).collect::<Vec<_>>()),
     })
 }
 
-fn print_text(c: &OpenedContainer<'_>) -> std::io::Result<()> {
+fn print_text(c: &OpenedContainer<'_>, sources: Option<&[format::SourceFile]>) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     let h = &c.header;
     writeln!(
@@ -449,7 +650,7 @@ fn print_text(c: &OpenedContainer<'_>) -> std::io::Result<()> {
         h.counts.chunks,
         h.counts.terms,
         h.counts.text_blocks,
-        h.sources.len()
+        sources.map_or_else(|| "sealed".to_string(), |s| s.len().to_string())
     )?;
     writeln!(out, "  header      sha256 {}", hex(&c.header_digest))?;
     writeln!(out, "sections:")?;
@@ -466,9 +667,14 @@ fn print_text(c: &OpenedContainer<'_>) -> std::io::Result<()> {
             hex(&s.plain_sha256)
         )?;
     }
-    writeln!(out, "sources:")?;
-    for s in &h.sources {
-        writeln!(out, "  {}  {:>8} bytes  {}", hex(&s.sha256), s.bytes, s.path)?;
+    match sources {
+        Some(sources) => {
+            writeln!(out, "sources:")?;
+            for s in sources {
+                writeln!(out, "  {}  {:>8} bytes  {}", hex(&s.sha256), s.bytes, s.path)?;
+            }
+        }
+        None => writeln!(out, "sources:    sealed; give LORE_KEY or LORE_KEY_FILE to list them")?,
     }
     Ok(())
 }

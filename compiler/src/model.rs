@@ -92,7 +92,7 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
             format!("unsupported normalizer {}; lore reads BertNormalizer", normalizer["type"]),
         ));
     }
-    let vocab: HashMap<String, u32> = model["vocab"]
+    let vocab: format::IdMap = model["vocab"]
         .as_object()
         .ok_or_else(|| invalid(&tok_path, "model.vocab is missing"))?
         .iter()
@@ -103,6 +103,7 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
                 .ok_or_else(|| invalid(&tok_path, format!("vocab id of {k:?} is not an integer")))
         })
         .collect::<Result<_, _>>()?;
+    let vocab = format::canonical_ids(vocab);
     let unk_token = model["unk_token"].as_str().unwrap_or("[UNK]");
     let unk_id = *vocab
         .get(unk_token)
@@ -218,10 +219,13 @@ pub fn load_prepared(dir: &Path, quantize: bool, cache_dir: Option<&Path>) -> Re
     };
     let entry = cache.join(format!("model-{key}.bin"));
     if let Some(payload) = crate::read_checked_entry(&entry)
-        && let Ok(cached) = rkyv::from_bytes::<CachedModel, rkyv::rancor::Error>(&payload)
-        && let EmbedderModel::Static(table) = &cached.section
-        && format::embed::TokenTable::rows_consistent(table)
+        && let Ok(mut cached) = rkyv::from_bytes::<CachedModel, rkyv::rancor::Error>(&payload)
+        && let EmbedderModel::Static(table) = &mut cached.section
+        && format::embed::TokenTable::rows_consistent(&*table)
     {
+        // Read back in table order; refilled as a fresh load fills it, so the artifact's bytes
+        // do not depend on whether the model came from the cache.
+        table.vocab = format::canonical_ids(std::mem::take(&mut table.vocab));
         return Ok(Model {
             id: model_id(dir),
             weights_sha256: cached.weights_sha256,

@@ -114,7 +114,7 @@ pub fn discover(root: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
                         "not-a-file",
                         &rel,
                         Pos::NONE,
-                        format!("not a regular file: {}{via}", file_kind(&meta)),
+                        format!("not a regular file: {}{via}", format::fsio::kind_of(&meta)),
                     )
                     .hint("lorec reads only regular files; remove it, or rename it so it does not look like a source"),
                 );
@@ -125,44 +125,34 @@ pub fn discover(root: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
     found
 }
 
-/// What a file that is not a regular file or a folder is, for a diagnostic.
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt as _;
-        let t = meta.file_type();
-        if t.is_fifo() {
-            return "a FIFO (named pipe)";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-        if t.is_char_device() {
-            return "a character device";
-        }
-        if t.is_block_device() {
-            return "a block device";
-        }
-    }
-    let _ = meta;
-    "neither a file nor a folder"
-}
-
 pub fn relative(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path);
     rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
-/// Read one file; unreadable files become a diagnostic.
+/// Read one file, at most [`format::fsio::MAX_SOURCE_BYTES`] of it; unreadable files, files
+/// over the limit, and anything that is not a regular file become a diagnostic.
 pub fn read(root: &Path, path: &Path, diags: &mut Vec<Diagnostic>) -> Option<SourceFile> {
+    use format::fsio::{MAX_SOURCE_BYTES, ReadError, read_regular};
     let rel = relative(root, path);
-    match std::fs::read(path) {
+    match read_regular(path, MAX_SOURCE_BYTES) {
         Ok(bytes) => Some(SourceFile { sha256: Sha256::digest(&bytes).into(), rel, bytes }),
         Err(e) => {
-            diags.push(
-                Diagnostic::error("unreadable", &rel, Pos::default(), format!("cannot read file: {e}"))
-                    .hint("check the file's permissions"),
-            );
+            let (message, hint) = match e {
+                ReadError::NotRegular { kind, .. } => (
+                    format!("not a regular file: this is {kind}"),
+                    "lore reads regular files only; remove it or rename it to a name lorec does not read",
+                ),
+                ReadError::TooLarge { len, limit, .. } => (
+                    format!("the file is {len} bytes; the limit for one source file is {limit} bytes"),
+                    "split it into several files",
+                ),
+                ReadError::Changed { .. } => {
+                    ("the file changed while it was read".to_string(), "build again once nothing writes to it")
+                }
+                ReadError::Io { error, .. } => (format!("cannot read file: {error}"), "check the file's permissions"),
+            };
+            diags.push(Diagnostic::error("unreadable", &rel, Pos::default(), message).hint(hint));
             None
         }
     }

@@ -522,9 +522,9 @@ impl<'a> OpenedContainer<'a> {
         let mut aligned = AlignedVec::<16>::with_capacity(header_len);
         aligned.extend_from_slice(raw_header);
         let archived = rkyv::access::<ArchivedHeader, rancor::Error>(&aligned)
-            .map_err(|e| ContainerError::Corrupt(format!("the header is malformed: {e}")))?;
+            .map_err(|_| ContainerError::Corrupt("the header is malformed".into()))?;
         let header: Header = rkyv::deserialize::<Header, rancor::Error>(archived)
-            .map_err(|e| ContainerError::Corrupt(format!("the header is malformed: {e}")))?;
+            .map_err(|_| ContainerError::Corrupt("the header is malformed".into()))?;
 
         let sealed = flags & FLAG_SEALED != 0;
         if sealed != matches!(header.cipher, Cipher::Aes256Gcm { .. }) {
@@ -549,10 +549,19 @@ impl<'a> OpenedContainer<'a> {
             }
             end_of_previous = start + len;
         }
-        for kind in [SectionKind::Model, SectionKind::Index, SectionKind::Texts] {
-            if header.sections.iter().filter(|s| s.kind == kind).count() != 1 {
-                return Err(ContainerError::Corrupt(format!("expected exactly one {} section", kind.name())));
+        let has_source_section = format_version >= 3;
+        for kind in [SectionKind::Model, SectionKind::Index, SectionKind::Texts, SectionKind::Sources] {
+            let expected = usize::from(kind != SectionKind::Sources || has_source_section);
+            if header.sections.iter().filter(|s| s.kind == kind).count() != expected {
+                return Err(ContainerError::Corrupt(format!(
+                    "expected {} {} section in a format v{format_version} artifact",
+                    if expected == 1 { "exactly one" } else { "no" },
+                    kind.name()
+                )));
             }
+        }
+        if has_source_section && !header.sources.is_empty() {
+            return Err(ContainerError::Corrupt("the header lists sources outside the sources section".into()));
         }
         Ok(OpenedContainer { bytes, format_version, min_reader_version, header, header_digest })
     }
@@ -613,6 +622,60 @@ impl<'a> OpenedContainer<'a> {
             open_unit(sealer, kind, 0, self.raw_section(kind), s.encrypted, s.compression, s.plain_len as usize)?;
         absolute(0..s.stored_len as usize);
         Ok(data)
+    }
+
+    /// The source files the artifact was built from: the header's list before format v3, the
+    /// sources section (decrypted and checked against its digest) since.
+    pub fn sources(&self, sealer: Option<&Sealer>) -> Result<crate::schema::SourceList, ContainerError> {
+        if self.format_version < 3 {
+            return Ok(crate::schema::SourceList { sources: self.header.sources.clone(), withheld: Vec::new() });
+        }
+        let plain = self.open_section(sealer, SectionKind::Sources)?;
+        if section_digest([&Sha256::digest(&plain).into()]) != self.section(SectionKind::Sources).plain_sha256 {
+            return Err(ContainerError::Corrupt("the sources section does not match its digest".into()));
+        }
+        let archived = rkyv::access::<crate::schema::ArchivedSourceList, rancor::Error>(&plain)
+            .map_err(|_| ContainerError::Corrupt("the sources section is malformed".into()))?;
+        rkyv::deserialize::<_, rancor::Error>(archived)
+            .map_err(|_| ContainerError::Corrupt("the sources section is malformed".into()))
+    }
+
+    /// Check the plain model section against its digest (hashing its units on all cores), so
+    /// a model altered on disk is refused before it is used in place. In a sealed artifact the
+    /// digest is in the header, which every sealed unit authenticates, so this ties the model
+    /// to the key.
+    pub fn check_plain_section(&self, kind: SectionKind) -> Result<(), ContainerError> {
+        let section = self.section(kind);
+        if section.encrypted || section.compression != Compression::None {
+            return Err(ContainerError::Corrupt(format!("the {} section is not stored plain", kind.name())));
+        }
+        let bytes = self.raw_section(kind);
+        let digest = if self.format_version < 2 {
+            Sha256::digest(bytes).into()
+        } else if section.stripe_len == 0 {
+            section_digest([&Sha256::digest(bytes).into()])
+        } else {
+            let pieces: Vec<&[u8]> = bytes.chunks(section.stripe_len as usize).collect();
+            let mut digests = vec![[0u8; 32]; pieces.len()];
+            let per_worker = pieces.len().div_ceil(workers()).max(1);
+            std::thread::scope(|scope| {
+                for (slots, pieces) in digests.chunks_mut(per_worker).zip(pieces.chunks(per_worker)) {
+                    scope.spawn(move || {
+                        for (slot, piece) in slots.iter_mut().zip(pieces) {
+                            *slot = Sha256::digest(piece).into();
+                        }
+                    });
+                }
+            });
+            section_digest(&digests)
+        };
+        if digest != section.plain_sha256 {
+            return Err(ContainerError::Corrupt(format!(
+                "the {} section does not match its digest: the file was modified after it was built; run `lorec verify` on it",
+                kind.name()
+            )));
+        }
+        Ok(())
     }
 
     /// The full integrity check without the key: the trailer digest covers every byte before
@@ -686,6 +749,7 @@ mod tests {
             plan(SectionKind::Model, b"model", false, 0),
             plan(SectionKind::Index, &index, true, 1000),
             plan(SectionKind::Texts, b"", true, 0),
+            plan(SectionKind::Sources, b"", true, 0),
         ];
         let bytes = write_container(header(Cipher::Aes256Gcm { key_id: key.id().0, salt: [1; 16] }), plans, Some(&key));
         let opened = OpenedContainer::open(&bytes).expect("opens");
@@ -709,6 +773,7 @@ mod tests {
             plan(SectionKind::Model, b"model", false, 0),
             plan(SectionKind::Index, b"index", true, 0),
             plan(SectionKind::Texts, b"", true, 0),
+            plan(SectionKind::Sources, b"", true, 0),
         ];
         let sealed = Container::layout(header(Cipher::Aes256Gcm { key_id: key.id().0, salt: [1; 16] }), plans);
         assert!(sealed.write_to(None, &mut Vec::new()).is_err());
@@ -726,6 +791,7 @@ mod tests {
             plan(SectionKind::Model, b"model", false, 0),
             SectionPlan::striped(SectionKind::Index, b"index".to_vec(), usize::MAX / 2, true),
             plan(SectionKind::Texts, b"", true, 0),
+            plan(SectionKind::Sources, b"", true, 0),
         ];
         let bytes = write_container(header(Cipher::Aes256Gcm { key_id: key.id().0, salt: [1; 16] }), plans, Some(&key));
         assert!(

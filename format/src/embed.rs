@@ -188,7 +188,10 @@ pub fn check_model_section(bytes: &[u8], format_version: u32) -> Result<(), Stri
     } else {
         rkyv::access::<crate::schema::ArchivedEmbedderModel, rancor::Error>(bytes).map(|_| ())
     };
-    result.map_err(|e| e.to_string())
+    // rancor's own text names its internals and suggests enabling debug assertions; what a
+    // user needs is that the bytes are damaged.
+    result
+        .map_err(|_| "its bytes are not a valid model (the artifact is damaged; run `lorec verify` on it)".to_string())
 }
 
 /// Token ids as Model2Vec pools them: the text cut to `truncate_chars` characters, the ids

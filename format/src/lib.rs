@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod compress;
 pub mod container;
 pub mod embed;
+pub mod fsio;
 pub mod profiles;
 pub mod schema;
 pub mod seal;
@@ -24,11 +25,15 @@ pub const MAGIC: [u8; 8] = *b"\x89LORE\r\n\x1a";
 
 /// The version this build writes. Every change to the bytes on disk bumps it and adds a golden
 /// artifact under `tests/compat/`.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
-/// The oldest reader that understands what this build writes: version 2 changed how section
-/// digests are computed, so a version 1 reader would call a v2 artifact corrupt.
-pub const MIN_READER_VERSION: u32 = 2;
+/// The oldest reader that understands what this build writes: version 3 moved the source list
+/// out of the header into a sealed section a version 2 reader does not know.
+pub const MIN_READER_VERSION: u32 = 3;
+
+/// Format v3 stores the model section in units of this many bytes (digest purposes only: the
+/// section stays plain and is mapped in place), so `lore` hashes it on all cores at start-up.
+pub const MODEL_STRIPE_BYTES: usize = 1 << 20;
 
 /// The oldest format version this build can still read.
 pub const OLDEST_SUPPORTED: u32 = 1;

@@ -3,6 +3,26 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+/// The hasher of every map an artifact stores: fixed (SipHash with zero keys), so that how a
+/// map is filled, not the process's random seed, decides its iteration order, which is the
+/// order rkyv archives it in.
+pub type FixedState = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
+/// Strings to ids (a tokenizer vocabulary, BM25 terms), as stored in an artifact. The archived
+/// form is rkyv's `ArchivedHashMap`, whatever the hasher used to build it.
+pub type IdMap = std::collections::HashMap<String, u32, FixedState>;
+
+/// `map` refilled in id order into a table of exactly its size: equal contents then give an
+/// equal iteration order and so equal archived bytes, however the map was first filled (read
+/// from `tokenizer.json`, or back from the build cache).
+pub fn canonical_ids(map: IdMap) -> IdMap {
+    let mut entries: Vec<(String, u32)> = map.into_iter().collect();
+    entries.sort_unstable_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    let mut out = IdMap::with_capacity_and_hasher(entries.len(), FixedState::default());
+    out.extend(entries);
+    out
+}
+
 /// Plaintext metadata that opens every artifact, readable without the key.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Header {
@@ -18,6 +38,8 @@ pub struct Header {
     pub audience: String,
     pub embedder: EmbedderInfo,
     pub cipher: Cipher,
+    /// Format v1 and v2 list the sources here, in plain sight; since v3 this is empty and the
+    /// list is in the sealed [`SectionKind::Sources`] section.
     pub sources: Vec<SourceFile>,
     pub sections: Vec<Section>,
     pub counts: Counts,
@@ -80,6 +102,28 @@ pub struct SourceFile {
     pub bytes: u64,
 }
 
+/// The sources section's content (format v3 and later).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct SourceList {
+    pub sources: Vec<SourceFile>,
+    /// One [`withheld_digest`] per source file the audience left out entirely (not named, so
+    /// that `lorec verify --sources` can still recognise the file as part of the build).
+    pub withheld: Vec<[u8; 32]>,
+}
+
+/// What a [`SourceList`] keeps of a source file it does not name: a digest of its path and
+/// content digest, which confirms a file someone already has but names none.
+pub fn withheld_digest(path: &str, sha256: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::new()
+        .chain_update(b"lore withheld source v1\0")
+        .chain_update(path.as_bytes())
+        .chain_update([0])
+        .chain_update(sha256)
+        .finalize()
+        .into()
+}
+
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SectionKind {
     /// What embeds questions ([`EmbedderModel`]): for static models, the embedding table and
@@ -89,6 +133,9 @@ pub enum SectionKind {
     Index,
     /// Chunk texts in independently sealed blocks, opened only for returned hits.
     Texts,
+    /// Since format v3: the source files ([`SourceList`]), sealed like the index, so a public
+    /// artifact does not show its file names, sizes and digests to someone without the key.
+    Sources,
 }
 
 impl SectionKind {
@@ -98,6 +145,7 @@ impl SectionKind {
             SectionKind::Model => 1,
             SectionKind::Index => 2,
             SectionKind::Texts => 3,
+            SectionKind::Sources => 4,
         }
     }
 
@@ -106,6 +154,7 @@ impl SectionKind {
             SectionKind::Model => "model",
             SectionKind::Index => "index",
             SectionKind::Texts => "texts",
+            SectionKind::Sources => "sources",
         }
     }
 }
@@ -146,7 +195,7 @@ pub struct Counts {
 /// files: a BERT WordPiece vocabulary and one embedding row per token.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ModelTable {
-    pub vocab: std::collections::HashMap<String, u32>,
+    pub vocab: IdMap,
     pub unk_id: u32,
     pub continuing_prefix: String,
     pub max_input_chars_per_word: u32,
@@ -326,7 +375,7 @@ pub struct Index {
     pub chunks: Vec<ChunkRef>,
     pub blocks: Vec<BlockRef>,
     /// BM25 vocabulary: analysed term → term id.
-    pub terms: std::collections::HashMap<String, u32>,
+    pub terms: IdMap,
     /// `posting_chunks[term_starts[t]..term_starts[t + 1]]` lists the chunks containing term
     /// `t`, in increasing order; `posting_tfs` holds the matching term frequencies (capped).
     pub term_starts: Vec<u32>,

@@ -68,6 +68,18 @@ impl Key {
     }
 }
 
+/// The salt of a reproducible build: a pseudo-random function of the key and the artifact's
+/// content (HKDF-SHA256 with the content digest as salt), instead of random bytes. Equal
+/// content under one key gives equal bytes; any difference in content gives another salt, so
+/// another build key, so no nonce is ever reused under one build key for different
+/// plaintexts. Without the key the salt reveals nothing about the content.
+pub fn derived_salt(key: &Key, content_digest: &[u8; 32]) -> [u8; 16] {
+    let hk = Hkdf::<Sha256>::new(Some(content_digest), &key.0);
+    let mut salt = [0u8; 16];
+    hk.expand(b"lore reproducible salt v1", &mut salt).expect("16 bytes is a valid HKDF-SHA256 output length");
+    salt
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KeyId(pub [u8; 8]);
 
@@ -163,17 +175,32 @@ impl Sealer {
     }
 }
 
+/// A key as loaded, with anything the user should be warned about.
+#[derive(Debug)]
+pub struct LoadedKey {
+    pub key: Key,
+    /// Set when the key came from a file that others can read.
+    pub warning: Option<String>,
+}
+
 /// Read a key the way both binaries take it: `LORE_KEY` (base64) wins over `LORE_KEY_FILE`.
-pub fn load_key(base64: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<Key>, String> {
+/// The file must be a regular file of at most [`crate::fsio::MAX_KEY_FILE_BYTES`]; a key file
+/// readable by its group or by everyone loads, with a warning.
+pub fn load_key(base64: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<LoadedKey>, String> {
     if let Some(text) = base64.filter(|t| !t.trim().is_empty()) {
-        return Key::from_base64(text).map(Some).map_err(|e| format!("LORE_KEY: {e}"));
+        return Key::from_base64(text)
+            .map(|key| Some(LoadedKey { key, warning: None }))
+            .map_err(|e| format!("LORE_KEY: {e}"));
     }
-    if let Some(path) = file {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
-        return Key::from_base64(&text).map(Some).map_err(|e| format!("key file {}: {e}", path.display()));
-    }
-    Ok(None)
+    let Some(path) = file else { return Ok(None) };
+    let (bytes, meta) = crate::fsio::read_regular_with_metadata(path, crate::fsio::MAX_KEY_FILE_BYTES)
+        .map_err(|e| format!("key file: {e}"))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        format!("key file {}: not text; a key file holds the base64 line `lorec keygen` prints", path.display())
+    })?;
+    let key = Key::from_base64(text).map_err(|e| format!("key file {}: {e}", path.display()))?;
+    let warning = crate::fsio::loose_permissions(&meta).map(|why| format!("key file {} is {why}", path.display()));
+    Ok(Some(LoadedKey { key, warning }))
 }
 
 #[cfg(test)]

@@ -39,12 +39,14 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
     };
     let model = container.open_section(sealer.as_ref(), SectionKind::Model)?;
     check_hash(SectionKind::Model, &model)?;
-    crate::embed::check_model_section(&model, version)
-        .map_err(|e| ContainerError::Corrupt(format!("the model section is malformed: {e}")))?;
+    crate::embed::check_model_section(&model, version).map_err(|_| {
+        ContainerError::Corrupt("the model section is malformed: its bytes are not a valid model".into())
+    })?;
     let index_bytes = container.open_section(sealer.as_ref(), SectionKind::Index)?;
     check_hash(SectionKind::Index, &index_bytes)?;
-    let index = rkyv::access::<ArchivedIndex, rancor::Error>(&index_bytes)
-        .map_err(|e| ContainerError::Corrupt(format!("the index section is malformed: {e}")))?;
+    let index = rkyv::access::<ArchivedIndex, rancor::Error>(&index_bytes).map_err(|_| {
+        ContainerError::Corrupt("the index section is malformed: its bytes are not a valid index".into())
+    })?;
     let texts = container.raw_section(SectionKind::Texts);
     let texts_section = container.section(SectionKind::Texts);
     let mut hasher = SectionHasher::for_version(version);
@@ -68,11 +70,16 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
             block.plain_len.to_native() as usize,
         )?;
         hasher.unit(&plain);
-        rkyv::access::<ArchivedTextBlock, rancor::Error>(&plain)
-            .map_err(|e| ContainerError::Corrupt(format!("text block {i} is malformed: {e}")))?;
+        rkyv::access::<ArchivedTextBlock, rancor::Error>(&plain).map_err(|_| {
+            ContainerError::Corrupt(format!("text block {i} is malformed: its bytes are not a valid block"))
+        })?;
     }
     if hasher.finish() != texts_section.plain_sha256 {
         return Err(ContainerError::Corrupt("the texts section does not match its digest".into()));
+    }
+    let sources = container.sources(sealer.as_ref())?.sources;
+    if index.chunks.iter().any(|c| c.source.to_native() as usize >= sources.len()) {
+        return Err(ContainerError::Corrupt("a chunk names a source the artifact does not list".into()));
     }
     Ok(VerifyReport { deep: true, text_blocks: index.blocks.len() })
 }

@@ -10,14 +10,22 @@ use format::seal::{Key, Sealer};
 use format::{ArchivedCompression, ArchivedIndex, Compression, ContainerError, Header, OpenedContainer, SectionKind};
 use serde::Serialize;
 
-use crate::mapped::{BlockView, IndexView, MappedFile, ModelView};
+use crate::mapped::{BlockView, IndexView, LoadMode, MappedFile, ModelView};
 use crate::retrieval::{self, Mode, Params};
 use format::embed::ModelRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot open {path}: {error}")]
-    Io { path: String, error: std::io::Error },
+    #[error("cannot open the artifact: {0}")]
+    Read(#[from] format::fsio::ReadError),
+    #[error(
+        "{path}: {reason}; it can no longer be served from this process (replace artifacts by renaming a new file over them, as lorec does)"
+    )]
+    ArtifactChanged { path: String, reason: String },
+    #[error(
+        "{path} is not sealed (built with --no-encrypt) and --require-sealed (LORE_REQUIRE_SEALED) refuses such artifacts"
+    )]
+    Unsealed { path: String },
     #[error("{path}: {error}")]
     Container { path: String, error: ContainerError },
     #[error(
@@ -37,6 +45,8 @@ pub struct Engine {
     model: ModelView,
     header: Header,
     header_digest: [u8; 32],
+    /// The source files, from the header (format v1, v2) or the sealed sources section (v3).
+    sources: Vec<format::SourceFile>,
     sealer: Option<Sealer>,
     index: IndexView,
     texts_range: std::ops::Range<usize>,
@@ -169,21 +179,36 @@ impl Engine {
     /// Map and check an artifact: structure, key, and the authenticated index. Texts are only
     /// decrypted when a hit needs them.
     pub fn open(path: &Path, key: Option<&Key>) -> Result<Engine, EngineError> {
+        Engine::open_with(path, key, LoadMode::Map)
+    }
+
+    /// [`Engine::open`], holding the file's bytes as `mode` says.
+    pub fn open_with(path: &Path, key: Option<&Key>, mode: LoadMode) -> Result<Engine, EngineError> {
         let display = path.display().to_string();
-        let file = MappedFile::open(path).map_err(|error| EngineError::Io { path: display.clone(), error })?;
+        let file = MappedFile::open(path, mode)?;
         let container_err = |error| EngineError::Container { path: display.clone(), error };
         let malformed = |section, message| EngineError::Malformed { path: display.clone(), section, message };
-        let (header, header_digest, sealer, index, model_range, texts_range, texts_encrypted, version) = {
+        let (header, header_digest, sealer, index, sources, model_range, texts_range, texts_encrypted, version) = {
             let c = OpenedContainer::open(file.bytes()).map_err(container_err)?;
             let sealer = c.sealer(key).map_err(container_err)?;
             let model = c.section(SectionKind::Model);
             if model.encrypted || model.compression != Compression::None {
                 return Err(malformed("model", "must be stored plain for zero-copy access".into()));
             }
-            // The sealed stripes are read once; their pages leave the resident set as each is done.
-            let index = c
-                .open_section_with(sealer.as_ref(), SectionKind::Index, &|range| file.release(range))
-                .map_err(container_err)?;
+            // The model is used in place, so its bytes are checked against the header's digest
+            // before anything trusts them, while the index stripes decrypt; the sealed stripes
+            // are read once and their pages leave the resident set as each is done.
+            let (model_checked, index) = std::thread::scope(|scope| {
+                let model_checked = scope.spawn(|| c.check_plain_section(SectionKind::Model));
+                let index = c.open_section_with(sealer.as_ref(), SectionKind::Index, &|range| file.release(range));
+                let model_checked = model_checked
+                    .join()
+                    .unwrap_or_else(|_| Err(ContainerError::Corrupt("the model section could not be checked".into())));
+                (model_checked, index)
+            });
+            let index = index.map_err(container_err)?;
+            model_checked.map_err(container_err)?;
+            let sources = c.sources(sealer.as_ref()).map_err(container_err)?.sources;
             let range = |kind| {
                 let s = c.section(kind);
                 s.offset as usize..(s.offset + s.stored_len) as usize
@@ -194,6 +219,7 @@ impl Engine {
                 c.header_digest,
                 sealer,
                 index,
+                sources,
                 range(SectionKind::Model),
                 range(SectionKind::Texts),
                 texts_encrypted,
@@ -210,6 +236,7 @@ impl Engine {
             model,
             header,
             header_digest,
+            sources,
             sealer,
             index,
             texts_range,
@@ -268,8 +295,7 @@ impl Engine {
             return Err(bad("a text block lies outside the texts section".into()));
         }
         if index.chunks.iter().any(|c| {
-            c.block.to_native() as usize >= index.blocks.len()
-                || c.source.to_native() as usize >= self.header.sources.len()
+            c.block.to_native() as usize >= index.blocks.len() || c.source.to_native() as usize >= self.sources.len()
         }) {
             return Err(bad("a chunk names a missing text block or source".into()));
         }
@@ -289,6 +315,20 @@ impl Engine {
 
     pub fn header_digest(&self) -> [u8; 32] {
         self.header_digest
+    }
+
+    /// The source files the artifact was built from.
+    pub fn sources(&self) -> &[format::SourceFile] {
+        &self.sources
+    }
+
+    /// Whether the artifact can still be served: `Err` once the mapped file was changed in
+    /// place (see [`MappedFile::changed`]); readiness probes report it.
+    pub fn check_intact(&self) -> Result<(), EngineError> {
+        match self.model.file().changed() {
+            None => Ok(()),
+            Some(reason) => Err(EngineError::ArtifactChanged { path: self.path.clone(), reason }),
+        }
     }
 
     fn index(&self) -> &ArchivedIndex {
@@ -322,6 +362,8 @@ impl Engine {
     pub fn query_with(&self, question: &str, opts: QueryOptions) -> Result<Answer, EngineError> {
         let QueryOptions { k, include_off_topic, mode } = opts;
         let started = Instant::now();
+        // One fstat: reading a mapped file truncated under us would kill the process (SIGBUS).
+        self.check_intact()?;
         let qvec = self.embed_question(question)?;
         let index = self.index();
         let ranking = retrieval::rank(
@@ -341,7 +383,7 @@ impl Engine {
                 hits.push(Hit {
                     id: record.id.to_string(),
                     doc: record.doc.to_string(),
-                    source: self.header.sources[chunk.source.to_native() as usize].path.clone(),
+                    source: self.sources[chunk.source.to_native() as usize].path.clone(),
                     path: record.path.to_string(),
                     title: record.title.to_string(),
                     section: record.section.to_string(),
@@ -492,7 +534,7 @@ mod tests {
                 weights_sha256: [0; 32],
             },
             cipher: Cipher::None,
-            sources: vec![format::SourceFile { path: "a.yaml".into(), sha256: [0; 32], bytes: 1 }],
+            sources: Vec::new(),
             sections: Vec::new(),
             counts: Counts { chunks: 1, terms: 0, text_blocks: 1 },
         };
@@ -500,6 +542,14 @@ mod tests {
             SectionPlan::whole(SectionKind::Model, serialise(&model), false),
             SectionPlan::whole(SectionKind::Index, serialise(&index), false),
             SectionPlan::whole(SectionKind::Texts, vec![0; 100], false),
+            SectionPlan::whole(
+                SectionKind::Sources,
+                serialise(&format::SourceList {
+                    sources: vec![format::SourceFile { path: "a.yaml".into(), sha256: [0; 32], bytes: 1 }],
+                    withheld: Vec::new(),
+                }),
+                false,
+            ),
         ];
         format::write_container(header, plans, None)
     }

@@ -36,6 +36,14 @@ fn answer(state: &AppState, req: QueryRequest) -> Response {
     };
     match state.engine.query_with(&req.q, opts) {
         Ok(a) => Json(a).into_response(),
+        Err(e @ crate::EngineError::ArtifactChanged { .. }) => {
+            tracing::error!("query refused: {e}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "artifact_changed",
+                "the artifact file was changed in place; see the server log",
+            )
+        }
         Err(e @ crate::EngineError::Embed(_)) => {
             tracing::warn!("query failed: {e}");
             error(StatusCode::SERVICE_UNAVAILABLE, "embedder_unavailable", e)
@@ -79,10 +87,24 @@ async fn artifact(State(state): State<AppState>) -> Response {
         "embedder": {"id": h.embedder.id, "dims": h.embedder.dims},
         "sealed": matches!(h.cipher, format::Cipher::Aes256Gcm { .. }),
         "chunks": h.counts.chunks,
-        "sources": h.sources.len(),
+        "sources": state.engine.sources().len(),
         "header_sha256": digest,
     }))
     .into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.engine.check_intact() {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::error!("not ready: {e}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "artifact_changed",
+                "the artifact file was changed in place; see the server log",
+            )
+        }
+    }
 }
 
 async fn not_found() -> Response {
@@ -95,8 +117,9 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/query", get(get_query).post(post_query))
         .route("/v1/artifact", get(artifact))
         .route("/healthz", get(|| async { "ok" }))
-        // Ready as soon as the router exists: the engine was opened and checked before.
-        .route("/readyz", get(|| async { "ready" }))
+        // The engine was opened and checked before the router exists; it stays ready until its
+        // file is changed in place (see `Engine::check_intact`).
+        .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))

@@ -11,6 +11,7 @@ pub mod retrieval;
 pub mod stdin;
 
 pub use engine::{Answer, Engine, EngineError, Hit, QueryOptions};
+pub use mapped::LoadMode;
 
 /// Largest accepted question, in bytes.
 pub const MAX_QUESTION_BYTES: usize = 2048;

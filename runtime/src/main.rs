@@ -22,12 +22,32 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "LORE_LOG_FORMAT", default_value = "pretty")]
     log_format: LogFormat,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+/// How artifacts are opened.
+#[derive(clap::Args, Debug)]
+struct OpenArgs {
     /// The artifact key, base64.
     #[arg(long, global = true, env = "LORE_KEY", hide_env_values = true)]
     key: Option<String>,
     /// A file holding the base64 key.
     #[arg(long, global = true, env = "LORE_KEY_FILE")]
     key_file: Option<PathBuf>,
+    /// Refuse artifacts built with `--no-encrypt`.
+    #[arg(long, global = true, env = "LORE_REQUIRE_SEALED")]
+    require_sealed: bool,
+    /// How to hold the artifact: `map` (memory-map it; starts in milliseconds) or `copy` (read
+    /// it into private memory, immune to the file being changed in place).
+    #[arg(long, global = true, env = "LORE_LOAD", default_value = "map")]
+    load: LoadArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LoadArg {
+    Map,
+    Copy,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -80,7 +100,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            to_stderr(&format!("error: {e:#}\n"));
             let rejected = e.chain().any(|c| c.downcast_ref::<runtime::EngineError>().is_some());
             ExitCode::from(if rejected { 2 } else { 1 })
         }
@@ -96,16 +116,45 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn open(artifact: &std::path::Path, key: Option<&str>, key_file: Option<&std::path::Path>) -> Result<Engine> {
-    let key = load_key(key, key_file).map_err(anyhow::Error::msg)?;
+fn open(cli: &OpenArgs, artifact: &std::path::Path) -> Result<Engine> {
+    let key = load_key(cli.key.as_deref(), cli.key_file.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(warning) = key.as_ref().and_then(|k| k.warning.as_deref()) {
+        tracing::warn!("{warning}");
+    }
     let params = runtime::retrieval::params_from_env().map_err(anyhow::Error::msg)?;
-    Ok(Engine::open(artifact, key.as_ref())?.with_params(params))
+    let mode = match cli.load {
+        LoadArg::Map => runtime::LoadMode::Map,
+        LoadArg::Copy => runtime::LoadMode::Copy,
+    };
+    let engine = Engine::open_with(artifact, key.as_ref().map(|k| &k.key), mode)?.with_params(params);
+    if matches!(engine.header().cipher, format::Cipher::None) {
+        if cli.require_sealed {
+            return Err(runtime::EngineError::Unsealed { path: artifact.display().to_string() }.into());
+        }
+        if key.is_some() {
+            tracing::warn!(
+                artifact = %artifact.display(),
+                "the artifact is NOT sealed (built with --no-encrypt): anyone who can read the file can read its \
+                 contents, and the key given is not used; pass --require-sealed (LORE_REQUIRE_SEALED=1) to refuse such artifacts"
+            );
+        } else {
+            tracing::info!(artifact = %artifact.display(), "the artifact is not sealed (built with --no-encrypt)");
+        }
+    }
+    Ok(engine)
+}
+
+/// Write to stderr, ignoring failure: with stderr closed there is no one left to tell, and
+/// `eprint!` would panic.
+fn to_stderr(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Query { artifact, question, json, k } => {
-            let engine = open(&artifact, cli.key.as_deref(), cli.key_file.as_deref())?;
+            let engine = open(&cli.open, &artifact)?;
             let req =
                 runtime::QueryRequest { q: question, k: Some(k), include_off_topic: false, mode: Default::default() };
             let k = req.validate()?;
@@ -133,9 +182,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve { artifact, http, stdin, grace_secs, request_timeout_secs } => {
             let started = std::time::Instant::now();
-            let engine = Arc::new(open(&artifact, cli.key.as_deref(), cli.key_file.as_deref())?);
+            let engine = Arc::new(open(&cli.open, &artifact)?);
             let h = engine.header();
-            tracing::info!(artifact = %artifact.display(), version = %h.artifact_version, build_id = %h.build_id, chunks = h.counts.chunks, open_us = started.elapsed().as_micros() as u64, "artifact opened");
+            let sealed = !matches!(h.cipher, format::Cipher::None);
+            tracing::info!(artifact = %artifact.display(), version = %h.artifact_version, build_id = %h.build_id, chunks = h.counts.chunks, sealed, open_us = started.elapsed().as_micros() as u64, "artifact opened");
             let Some(addr) = http else {
                 let stdin = std::io::stdin().lock();
                 return runtime::stdin::serve_lines(&engine, stdin, std::io::stdout().lock()).context("stdin loop");
@@ -165,7 +215,7 @@ async fn serve_http(
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(url = %format!("http://{local}"), "listening");
-    eprintln!("lore: listening on http://{local}");
+    to_stderr(&format!("lore: listening on http://{local}\n"));
     if stdin {
         let engine = engine.clone();
         std::thread::spawn(move || {

@@ -19,26 +19,124 @@ use rkyv::rend::f32_le;
 #[cfg(not(target_endian = "little"))]
 compile_error!("lore artifacts store little-endian floats that are read in place; big-endian hosts are not supported");
 
-/// A read-only memory map of an artifact file.
-#[derive(Debug)]
+/// How an artifact's bytes are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadMode {
+    /// Memory-map the file: starts in milliseconds, shares pages between processes. A file
+    /// changed in place while mapped is detected (see [`MappedFile::changed`]).
+    #[default]
+    Map,
+    /// Read the file into private memory: costs its size in memory and a read at start-up,
+    /// and makes the running server immune to anything done to the file afterwards.
+    Copy,
+}
+
+enum Backing {
+    Map(Mmap),
+    Copy(rkyv::util::AlignedVec<64>),
+}
+
+/// What identifies the file's contents as they were when opened: an in-place write changes
+/// the modification or status-change time, a truncation the length too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(meta: &std::fs::Metadata) -> Identity {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt as _;
+        Identity {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// A read-only view of an artifact file: a memory map, or a private copy.
 pub struct MappedFile {
-    map: Mmap,
+    backing: Backing,
+    /// The opened file, kept so that its identity can be checked on the very inode mapped,
+    /// whatever has since been renamed over its path.
+    file: File,
+    identity: Identity,
+}
+
+impl std::fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.backing {
+            Backing::Map(_) => "map",
+            Backing::Copy(_) => "copy",
+        };
+        write!(f, "MappedFile({kind}, {} bytes)", self.bytes().len())
+    }
 }
 
 impl MappedFile {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = File::open(path)?;
-        // SAFETY: the map is read-only (memmap2 maps it shared). The hazard of any file map
-        // is another process truncating or rewriting the file in place while it is mapped.
-        // lorec never does: it writes a temporary file and renames it over the old one, which
-        // leaves this inode (and so this map) untouched. Artifacts are build outputs that
-        // nothing edits in place; ARCHITECTURE.md states this invariant.
-        let map = unsafe { Mmap::map(&file)? };
-        Ok(MappedFile { map })
+    pub fn open(path: &Path, mode: LoadMode) -> Result<Self, format::fsio::ReadError> {
+        let io = |error| format::fsio::ReadError::Io { path: path.display().to_string(), error };
+        // A regular file only: a FIFO would block the open, a device would map or read forever.
+        let (mut file, meta) = format::fsio::open_regular(path)?;
+        let identity = Identity::of(&meta);
+        let backing = match mode {
+            LoadMode::Map => {
+                // SAFETY: the map is read-only (memmap2 maps it shared). The hazard of any
+                // file map is another process truncating or rewriting the file in place while
+                // it is mapped: reads of a truncated page raise SIGBUS, rewritten pages change
+                // under borrowed slices. lorec never does this (it writes a temporary and
+                // renames it, leaving this inode untouched), and the engine checks `changed`
+                // before every query and refuses to read a file that changed, so only a change
+                // landing inside one query's few microseconds can reach a read. Operators who
+                // cannot rule out in-place writers use `LoadMode::Copy`. ARCHITECTURE.md
+                // states this invariant.
+                Backing::Map(unsafe { Mmap::map(&file).map_err(io)? })
+            }
+            LoadMode::Copy => {
+                let len = usize::try_from(meta.len()).map_err(|_| io(std::io::ErrorKind::OutOfMemory.into()))?;
+                let mut buf = rkyv::util::AlignedVec::<64>::with_capacity(len);
+                buf.resize(len, 0);
+                std::io::Read::read_exact(&mut file, &mut buf).map_err(io)?;
+                Backing::Copy(buf)
+            }
+        };
+        Ok(MappedFile { backing, file, identity })
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        match &self.backing {
+            Backing::Map(map) => map,
+            Backing::Copy(buf) => buf,
+        }
+    }
+
+    /// Why the mapped file can no longer be trusted, if it was changed in place (truncated,
+    /// rewritten, copied over) since it was opened. A private copy never changes.
+    pub fn changed(&self) -> Option<String> {
+        if matches!(self.backing, Backing::Copy(_)) {
+            return None;
+        }
+        match self.file.metadata() {
+            Ok(meta) => {
+                let now = Identity::of(&meta);
+                if now == self.identity {
+                    None
+                } else if now.len != self.identity.len {
+                    Some(format!(
+                        "the file was truncated or resized in place ({} → {} bytes)",
+                        self.identity.len, now.len
+                    ))
+                } else {
+                    Some("the file was rewritten in place".to_string())
+                }
+            }
+            Err(e) => Some(format!("the file can no longer be examined: {e}")),
+        }
     }
 
     /// Drop the resident pages of `range`: the sealed index is read once, to decrypt it into
@@ -46,14 +144,14 @@ impl MappedFile {
     /// costs memory, so it is ignored.
     pub fn release(&self, range: Range<usize>) {
         #[cfg(unix)]
-        if range.end <= self.map.len() {
+        if let Backing::Map(map) = &self.backing
+            && range.end <= map.len()
+        {
             // SAFETY: the map is shared, read-only and file-backed (memmap2 maps read-only
             // files MAP_SHARED), and for such a map MADV_DONTNEED only drops pages: the next
             // read faults them in again from the file, so every byte any borrow sees stays the
             // same, because artifacts are never modified in place (see `open`).
-            let _ = unsafe {
-                self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
-            };
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len()) };
         }
     }
 }
@@ -95,6 +193,10 @@ impl ModelView {
     pub fn file_bytes(&self) -> &[u8] {
         self.file.bytes()
     }
+
+    pub fn file(&self) -> &MappedFile {
+        &self.file
+    }
 }
 
 /// The decrypted index, validated once.
@@ -105,7 +207,9 @@ pub struct IndexView {
 
 impl IndexView {
     pub fn new(bytes: SectionData) -> Result<Self, String> {
-        rkyv::access::<ArchivedIndex, rancor::Error>(&bytes).map_err(|e| e.to_string())?;
+        rkyv::access::<ArchivedIndex, rancor::Error>(&bytes).map_err(|_| {
+            "its bytes are not a valid index (the artifact is damaged; run `lorec verify` on it)".to_string()
+        })?;
         Ok(IndexView { bytes })
     }
 
@@ -123,7 +227,9 @@ pub struct BlockView {
 
 impl BlockView {
     pub fn new(bytes: SectionData) -> Result<Self, String> {
-        rkyv::access::<ArchivedTextBlock, rancor::Error>(&bytes).map_err(|e| e.to_string())?;
+        rkyv::access::<ArchivedTextBlock, rancor::Error>(&bytes).map_err(|_| {
+            "its bytes are not a valid text block (the artifact is damaged; run `lorec verify` on it)".to_string()
+        })?;
         Ok(BlockView { bytes })
     }
 

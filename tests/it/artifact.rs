@@ -16,7 +16,7 @@ fn small_artifact(tmp: &TempDir, extra: &[&str]) -> PathBuf {
 }
 
 fn inspect(path: &Path) -> serde_json::Value {
-    let r = run(lorec().arg("inspect").arg(path).arg("--json"));
+    let r = run(lorec().arg("inspect").arg(path).arg("--json").env("LORE_KEY", TEST_KEY));
     assert_eq!(r.code, 0, "{}", r.stderr);
     serde_json::from_str(&r.stdout).expect("inspect --json")
 }
@@ -39,7 +39,7 @@ fn sealed_artifact_round_trip_and_inspect() {
     let tmp = TempDir::new("art");
     let out = small_artifact(&tmp, &["--artifact-version", "2.3.0"]);
     let info = inspect(&out);
-    assert_eq!(info["format_version"], 2);
+    assert_eq!(info["format_version"], 3);
     assert_eq!(info["artifact_version"], "2.3.0");
     assert_eq!(info["cipher"]["name"], "aes-256-gcm");
     assert_eq!(info["counts"]["chunks"], 2);
@@ -52,7 +52,12 @@ fn sealed_artifact_round_trip_and_inspect() {
         .collect();
     assert_eq!(
         sections,
-        [("model".into(), false.into()), ("index".into(), true.into()), ("texts".into(), true.into())]
+        [
+            ("model".into(), false.into()),
+            ("index".into(), true.into()),
+            ("texts".into(), true.into()),
+            ("sources".into(), true.into())
+        ]
     );
     let text = run(lorec().arg("inspect").arg(&out));
     assert!(text.stdout.contains("aes-256-gcm, key id"), "{}", text.stdout);

@@ -79,17 +79,23 @@ fn stdin_replies_are_flushed_one_by_one() {
     assert!(child.wait().expect("wait").success());
 }
 
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 impl Server {
-    fn start(art: &Path) -> Server {
+    pub(crate) fn start(art: &Path) -> Server {
+        Server::start_with(art, &[])
+    }
+
+    /// Start `lore serve ART --http` with extra arguments.
+    pub(crate) fn start_with(art: &Path, extra: &[&str]) -> Server {
         let mut child = lore()
             .arg("serve")
             .arg(art)
             .args(["--http", "127.0.0.1:0", "--grace-secs", "5"])
+            .args(extra)
             .env("LORE_KEY", TEST_KEY)
             .env("LORE_LOG", "info")
             .stdin(Stdio::null())
@@ -118,7 +124,7 @@ impl Server {
     }
 
     /// One HTTP/1.1 request over a fresh connection; returns (status, body).
-    fn request(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, String) {
+    pub(crate) fn request(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, String) {
         let mut s = TcpStream::connect(&self.addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         let ct = content_type.map(|c| format!("Content-Type: {c}\r\n")).unwrap_or_default();
@@ -138,11 +144,11 @@ impl Server {
         (status, body)
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         self.request("GET", path, None, b"")
     }
 
-    fn post(&self, body: &str) -> (u16, String) {
+    pub(crate) fn post(&self, body: &str) -> (u16, String) {
         self.request("POST", "/v1/query", Some("application/json"), body.as_bytes())
     }
 }

@@ -31,6 +31,9 @@ struct Row {
     p99: f64,
     rss_kib: u64,
     http_rps: Option<f64>,
+    /// With `LORE_BENCH_BASELINE`: the same knowledge base built and served by the binaries
+    /// in that folder, measured in the same run (cold start p50, query p50 in µs).
+    against: Option<(Duration, f64)>,
 }
 
 pub fn run(root: &Path, quick: bool) -> Result<()> {
@@ -66,12 +69,16 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
         });
     }
     let wrk = !quick && ensure_wrk();
+    // An earlier build's `lore` and `lorec` (say, of the previous release), to state what a
+    // change costs against figures taken in this same run.
+    let against = std::env::var_os("LORE_BENCH_BASELINE").map(PathBuf::from);
     println!(
         "| knowledge base | chunks | full compile | incremental (1 file changed) | artifact | cold start p50 | baseline exec p50 | query p50 | query p99 | peak RSS | HTTP req/s (wrk, 64 conn, 10 s) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
     for kb in &kbs {
-        let row = measure(&bin, &model, &work, kb, quick, wrk)?;
+        let row = measure(&bin, &model, &work, kb, quick, wrk, against.as_deref())?;
         println!(
             "| {} | {} | {} | {} | {:.1} MiB | {} | {} | {:.1} µs | {:.1} µs | {:.1} MiB ({:.2}× artifact) | {} |",
             row.name,
@@ -91,6 +98,28 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
             row.rss_kib as f64 * 1024.0 / row.size as f64,
             row.http_rps.map_or("–".into(), |r| format!("{r:.0}")),
         );
+        rows.push(row);
+    }
+    if let Some(dir) = &against {
+        println!("\nagainst the binaries in {} (same run):\n", dir.display());
+        println!(
+            "| knowledge base | cold start p50, baseline | cold start p50, now | difference | query p50, baseline | query p50, now |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for row in &rows {
+            if let Some((cold, p50)) = row.against {
+                println!(
+                    "| {} | {} | {} | {:+.2} ms ({:.2}×) | {:.1} µs | {:.1} µs |",
+                    row.name,
+                    ms(cold),
+                    ms(row.cold_start),
+                    (row.cold_start.as_secs_f64() - cold.as_secs_f64()) * 1000.0,
+                    row.cold_start.as_secs_f64() / cold.as_secs_f64(),
+                    p50,
+                    row.p50
+                );
+            }
+        }
     }
     if quick {
         println!("bench --quick: pipeline ok (timings from a debug build are not benchmark figures)");
@@ -138,7 +167,15 @@ pub fn lorec_build(
     Ok((elapsed, chunks))
 }
 
-fn measure(bin: &Path, model: &Path, work: &Path, kb: &Kb, quick: bool, wrk: bool) -> Result<Row> {
+fn measure(
+    bin: &Path,
+    model: &Path,
+    work: &Path,
+    kb: &Kb,
+    quick: bool,
+    wrk: bool,
+    against: Option<&Path>,
+) -> Result<Row> {
     let slug: String = kb.name.chars().filter(|c| c.is_alphanumeric()).collect();
     let out = work.join(format!("{slug}.lore"));
     // Builds are timed several times and the median kept: single runs on this machine vary
@@ -165,19 +202,36 @@ fn measure(bin: &Path, model: &Path, work: &Path, kb: &Kb, quick: bool, wrk: boo
         None
     };
     let size = std::fs::metadata(&out)?.len();
+    let against_out = work.join(format!("{slug}-against.lore"));
+    if let Some(dir) = against {
+        lorec_build(dir, model, &kb.dir, &against_out, None, BENCH_KEY)?;
+    }
     let runs = if quick { 3 } else { 30 };
     let mut starts = Vec::new();
+    let mut against_starts = Vec::new();
     let mut baseline = Vec::new();
     for _ in 0..runs {
         baseline.push(time_exec(&bin.join("lore"), &["--version"])?);
-        let (t, line) = cold_start(&bin.join("lore"), &out, kb.question)?;
-        let answer: serde_json::Value = serde_json::from_str(&line).context("answer is not JSON")?;
-        if answer["hits"].as_array().is_none_or(|h| h.is_empty()) {
-            bail!("{}: the benchmark question got no hits: {line}", kb.name);
+        // Interleaved, so both binaries see the same machine.
+        let mut pairs = vec![(bin, &out, &mut starts)];
+        if let Some(dir) = against {
+            pairs.push((dir, &against_out, &mut against_starts));
         }
-        starts.push(t);
+        for (dir, artifact, times) in pairs {
+            let (t, line) = cold_start(&dir.join("lore"), artifact, kb.question)?;
+            let answer: serde_json::Value = serde_json::from_str(&line).context("answer is not JSON")?;
+            if answer["hits"].as_array().is_none_or(|h| h.is_empty()) {
+                bail!("{}: the benchmark question got no hits: {line}", kb.name);
+            }
+            times.push(t);
+        }
     }
-    let (p50, p99, rss_kib) = in_process(&bin.join("lore"), &out, if quick { 200 } else { 3000 })?;
+    let questions = if quick { 200 } else { 3000 };
+    let (p50, p99, rss_kib) = in_process(&bin.join("lore"), &out, questions)?;
+    let against = match against {
+        Some(dir) => Some((median(&mut against_starts), in_process(&dir.join("lore"), &against_out, questions)?.0)),
+        None => None,
+    };
     let http_rps = if wrk { Some(http_throughput(&bin.join("lore"), &out)?) } else { None };
     Ok(Row {
         name: kb.name.clone(),
@@ -191,6 +245,7 @@ fn measure(bin: &Path, model: &Path, work: &Path, kb: &Kb, quick: bool, wrk: boo
         p99,
         rss_kib,
         http_rps,
+        against,
     })
 }
 
