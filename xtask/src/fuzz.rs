@@ -33,6 +33,9 @@ const TARGETS: &[Target] = &[
 /// Limits for every run: an input that takes longer, or a process that holds more, is a bug.
 const RSS_LIMIT_MB: u32 = 2048;
 const TIMEOUT_SECS: u32 = 10;
+/// Address space for a target's process where no sanitizer needs more: room for the process
+/// itself, and none for a single allocation of 2 GiB.
+const ADDRESS_LIMIT_MB: u32 = RSS_LIMIT_MB + 512;
 
 /// What `cargo xtask test` runs: every target for this long.
 pub const CI_SECS: u64 = 15;
@@ -78,7 +81,8 @@ impl Plan {
         if self.quick_build { root.join("fuzz/target/ci") } else { root.join("fuzz/target") }
     }
 
-    /// The same flags for `cargo fuzz build` and `cargo fuzz run`, so running never rebuilds.
+    /// `cargo fuzz SUBCOMMAND` with this plan's build flags (FUZZING.md shows them for
+    /// `cargo fuzz run`, which must match to reuse the build).
     fn cargo_fuzz(&self, root: &Path, subcommand: &str) -> Command {
         let mut cmd = nightly_cargo();
         cmd.args(["fuzz", subcommand, "--debug-assertions", "--sanitizer", &self.sanitizer])
@@ -163,7 +167,8 @@ fn fuzz(root: &Path, targets: &[&Target], plan: &Plan) -> Result<()> {
     let outcomes = match plan.engine {
         Engine::LibFuzzer => {
             run_checked(&mut plan.cargo_fuzz(root, "build"))?;
-            targets.iter().map(|t| libfuzzer(root, t, plan)).collect::<Result<Vec<_>>>()?
+            let bins = plan.target_dir(root).join(nightly_host()?).join("release");
+            targets.iter().map(|t| libfuzzer(root, &bins, t, plan)).collect::<Result<Vec<_>>>()?
         }
         Engine::Stable => {
             let mut build = cargo();
@@ -225,6 +230,28 @@ fn pick_engine() -> Engine {
     Engine::Stable
 }
 
+/// The nightly toolchain's host triple, under which `cargo fuzz` puts the binaries.
+fn nightly_host() -> Result<String> {
+    let out = Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]).output().context("rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("no host triple in `rustc -vV`")
+}
+
+/// `program`, under an address-space limit of [`ADDRESS_LIMIT_MB`] when `limit` and a POSIX
+/// shell can set one. The RSS limit misses a huge allocation whose pages are never touched;
+/// this turns it into a failed allocation, an abort, and a saved input.
+fn limited(program: &Path, limit: bool) -> Command {
+    if limit && cfg!(unix) && Path::new("/bin/sh").exists() {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!("ulimit -v {} && exec \"$0\" \"$@\"", ADDRESS_LIMIT_MB * 1024)).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
 /// `cargo` of the nightly toolchain, without the environment of the stable cargo that runs
 /// this xtask.
 fn nightly_cargo() -> Command {
@@ -239,24 +266,31 @@ fn nightly_cargo() -> Command {
 // ---------------------------------------------------------------------------------------------
 // libFuzzer
 
-fn libfuzzer(root: &Path, t: &Target, plan: &Plan) -> Result<Outcome> {
+/// Run one target's libFuzzer binary (built by `cargo fuzz build`) directly, as `cargo fuzz run`
+/// would, but without cargo in between, so the address-space limit covers only the target.
+fn libfuzzer(root: &Path, bins: &Path, t: &Target, plan: &Plan) -> Result<Outcome> {
     let work = root.join("fuzz/work").join(t.name);
+    let artifacts = root.join("fuzz/artifacts").join(t.name);
     std::fs::create_dir_all(&work)?;
-    std::fs::create_dir_all(root.join("fuzz/artifacts").join(t.name))?;
-    let mut cmd = plan.cargo_fuzz(root, "run");
-    cmd.arg(t.name);
-    // New inputs go to the first folder (ignored by git); the committed seeds stay as they are.
-    cmd.arg(&work).arg(root.join("fuzz/corpus").join(t.name));
-    cmd.arg("--").args([
+    std::fs::create_dir_all(&artifacts)?;
+    // AddressSanitizer reserves terabytes of shadow memory, so only builds without it get the
+    // limit; with it, libFuzzer's own malloc limit (the RSS limit) catches huge allocations.
+    let mut cmd = limited(&bins.join(t.name), plan.sanitizer == "none");
+    cmd.arg(format!("-artifact_prefix={}/", artifacts.display())).args([
         format!("-max_total_time={}", plan.secs),
         format!("-rss_limit_mb={RSS_LIMIT_MB}"),
         format!("-timeout={TIMEOUT_SECS}"),
         format!("-max_len={}", t.max_len),
         "-print_final_stats=1".into(),
+        // LeakSanitizer reports the handles of threads that are still being torn down when it
+        // looks (the reader decrypts and checks on scoped threads): noise, not leaks.
+        "-detect_leaks=0".into(),
     ]);
     if let Some(dict) = t.dict {
         cmd.arg(format!("-dict={}", root.join("fuzz/dict").join(dict).display()));
     }
+    // New inputs go to the first folder (ignored by git); the committed seeds stay as they are.
+    cmd.arg(&work).arg(root.join("fuzz/corpus").join(t.name));
     let started = Instant::now();
     let (status, lines) = stream(&mut cmd)?;
     let secs = fuzzing_secs(&lines).unwrap_or_else(|| started.elapsed().as_secs_f64());
@@ -285,7 +319,7 @@ const STABLE_BUILD: &[&str] = &[
 fn stable(root: &Path, driver: &Path, t: &Target, secs: u64, seed: u64) -> Result<Outcome> {
     let artifacts = root.join("fuzz/artifacts").join(t.name);
     std::fs::create_dir_all(&artifacts)?;
-    let mut cmd = Command::new(driver);
+    let mut cmd = limited(driver, true);
     cmd.arg(t.name)
         .args(["--secs", &secs.to_string(), "--seed", &seed.to_string()])
         .args(["--max-len", &t.max_len.to_string()])
