@@ -382,17 +382,21 @@ pub fn open_unit(
     } else {
         sealed
     };
-    let mut out = SectionData::with_capacity(plain_len);
+    // The claimed length is checked against what is stored (or the decompression bound)
+    // before anything is allocated: in an unsealed artifact it is not authenticated.
+    let mut out;
     match compression {
         Compression::None => {
             if stored.len() != plain_len {
                 return Err(ContainerError::Corrupt(format!("{what} has the wrong length")));
             }
+            out = SectionData::with_capacity(plain_len);
             out.extend_from_slice(stored);
         }
         Compression::Zstd => {
             let plain = crate::compress::zstd_decompress(stored, plain_len)
                 .map_err(|e| ContainerError::Corrupt(format!("{what} does not decompress: {e}")))?;
+            out = SectionData::with_capacity(plain_len);
             out.extend_from_slice(&plain);
         }
     }

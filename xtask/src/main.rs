@@ -18,7 +18,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   fetch-model   download potion-base-8M and all-MiniLM-L6-v2 (pinned, sha256-checked) into artifacts/models/
-  test          fetch the model, build the binaries, run every test (what CI runs)
+  test          fetch the model, format check, clippy -D warnings, build, every test, fuzz briefly (what CI runs)
   demo          compile data/, answer one question, then serve it over HTTP [ADDR]
   bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run
   eval persona  retrieval and topic-detection quality on the persona sets (see EVALUATION.md)
@@ -87,6 +87,8 @@ fn test(root: &Path) -> Result<()> {
     } else {
         eprintln!("rustfmt is not installed; skipping the format check");
     }
+    // The lints of `[workspace.lints]` are enforced: any warning fails the run.
+    run_checked(cargo().args(["clippy", "--workspace", "--all-features", "--all-targets", "--", "-D", "warnings"]))?;
     // The integration tests drive the real binaries, so build them first.
     run_checked(cargo().args(["build", "--workspace", "--bins", "--all-features"]))?;
     let (passed, failed) = run_tests(&minilm)?;
