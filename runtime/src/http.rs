@@ -1,5 +1,6 @@
-//! The HTTP API (axum): queries, health, readiness and artifact info, with request limits,
-//! timeouts and graceful shutdown.
+//! The HTTP API (axum): queries, health, readiness and artifact info, with request limits and
+//! timeouts. The accept loop, with the connection limits and graceful shutdown, is
+//! [`crate::listener`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,9 @@ use crate::{Engine, QueryRequest};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The message of every 500: engine errors name server paths, so their detail is only logged.
+pub const INTERNAL_ERROR_MESSAGE: &str = "internal error; see the server log";
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -49,8 +53,9 @@ fn answer(state: &AppState, req: QueryRequest) -> Response {
             error(StatusCode::SERVICE_UNAVAILABLE, "embedder_unavailable", e)
         }
         Err(e) => {
-            tracing::error!("query failed: {e}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)
+            // The detail names the artifact's path: it goes to the log, never to the client.
+            tracing::error!(error = %e, "query failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", INTERNAL_ERROR_MESSAGE)
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod http;
+pub mod listener;
 pub mod mapped;
 pub mod retrieval;
 pub mod stdin;

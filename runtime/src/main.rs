@@ -74,6 +74,8 @@ enum Command {
         /// Seconds one HTTP request may take.
         #[arg(long, env = "LORE_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
         request_timeout_secs: u64,
+        #[command(flatten)]
+        limits: HttpLimits,
     },
     /// Ask one question and print the answer.
     Query {
@@ -87,6 +89,23 @@ enum Command {
         #[arg(short, long, env = "LORE_K", default_value_t = runtime::DEFAULT_K)]
         k: usize,
     },
+}
+
+/// `lore serve --http` connection limits (see `runtime::listener`).
+#[derive(clap::Args, Debug)]
+struct HttpLimits {
+    /// Seconds a client has to send a whole request head (request line and headers), counted
+    /// from the accept or from the first byte of the next request; then the connection is closed.
+    #[arg(long, env = "LORE_HEADER_READ_TIMEOUT_SECS", default_value_t = runtime::listener::DEFAULT_HEADER_READ_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_secs: u64,
+    /// Seconds a kept-alive HTTP connection may wait for its next request (or a response for
+    /// the client to take its bytes) before it is closed.
+    #[arg(long, env = "LORE_IDLE_TIMEOUT_SECS", default_value_t = runtime::listener::DEFAULT_IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: u64,
+    /// HTTP connections served at once (lowered to leave 64 file descriptors under the
+    /// open-file limit); one more is answered 503 and closed.
+    #[arg(long, env = "LORE_MAX_CONNECTIONS", default_value_t = runtime::listener::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -180,7 +199,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve { artifact, http, stdin, grace_secs, request_timeout_secs } => {
+        Command::Serve { artifact, http, stdin, grace_secs, request_timeout_secs, limits } => {
             let started = std::time::Instant::now();
             let engine = Arc::new(open(&cli.open, &artifact)?);
             let h = engine.header();
@@ -200,6 +219,7 @@ fn run(cli: Cli) -> Result<()> {
                 stdin,
                 Duration::from_secs(grace_secs),
                 Duration::from_secs(request_timeout_secs),
+                limits,
             ))
         }
     }
@@ -211,6 +231,7 @@ async fn serve_http(
     stdin: bool,
     grace: Duration,
     timeout: Duration,
+    limits: HttpLimits,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
@@ -224,19 +245,31 @@ async fn serve_http(
             }
         });
     }
-    let app = router(AppState { engine }, timeout);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
-    let server = tokio::spawn(async move { server.await });
-    shutdown_signal().await;
-    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(grace, server).await {
-        Ok(joined) => joined.context("server task")?.context("server")?,
-        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+    let nofile = runtime::listener::open_file_limit();
+    let max_connections = runtime::listener::connection_cap(limits.max_connections, nofile);
+    if max_connections < limits.max_connections {
+        tracing::warn!(
+            asked = limits.max_connections,
+            max_connections,
+            open_file_limit = nofile,
+            "--max-connections lowered to fit the open-file limit (raise it with `ulimit -n`)"
+        );
     }
+    let limits = runtime::listener::Limits {
+        header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+        request_timeout: timeout,
+        max_connections,
+        grace,
+    };
+    tracing::info!(
+        header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+        idle_timeout_secs = limits.idle_timeout.as_secs(),
+        request_timeout_secs = timeout.as_secs(),
+        max_connections,
+        "http limits"
+    );
+    let app = router(AppState { engine }, timeout);
+    runtime::listener::serve(listener, app, limits, shutdown_signal()).await;
     Ok(())
 }

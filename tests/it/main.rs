@@ -13,4 +13,5 @@ mod openai;
 mod reproducible;
 mod retrieval;
 mod serve;
+mod slow_clients;
 mod support;
