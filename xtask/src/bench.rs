@@ -45,7 +45,9 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
         build.arg("--release");
     }
     crate::run_checked(&mut build)?;
-    let bin = root.join("target").join(profile);
+    // Where cargo put the binaries: CARGO_TARGET_DIR when set, else the workspace's target/.
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join(profile);
     let work = root.join("target/bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
