@@ -107,15 +107,7 @@ fn plaintext_build_is_marked_and_needs_no_key() {
     let tmp = TempDir::new("art");
     tmp.write("kb/a.yaml", "notes:\n  - title: Harbour\n    text: The harbour freezes in February\n");
     let out = tmp.path().join("plain.lore");
-    let r = run(lorec()
-        .arg("build")
-        .arg(tmp.path().join("kb"))
-        .arg("-o")
-        .arg(&out)
-        .arg("--model")
-        .arg(model_dir())
-        .arg("--no-encrypt"));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    build_plain(&tmp.path().join("kb"), &out);
     assert_eq!(inspect(&out)["cipher"]["name"], "none");
     let bytes = std::fs::read(&out).expect("read");
     assert!(bytes.windows(7).any(|w| w == b"harbour"), "plaintext build should hold plain text");

@@ -232,8 +232,7 @@ fn an_unsealed_artifact_served_with_a_key_is_warned_about_and_require_sealed_ref
     std::fs::create_dir_all(&kb).expect("mkdir");
     std::fs::copy(workspace().join("data/faq.yaml"), kb.join("faq.yaml")).expect("copy");
     let art = tmp.path().join("plain.lore");
-    let r = run(lorec().arg("build").arg(&kb).arg("-o").arg(&art).arg("--model").arg(model_dir()).arg("--no-encrypt"));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    build_plain(&kb, &art);
     let r = run(lore().arg("query").arg(&art).arg("Do you work remotely?").env("LORE_KEY", TEST_KEY));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("NOT sealed"), "no warning: {}", r.stderr);
@@ -284,16 +283,11 @@ fn a_public_artifact_does_not_reveal_the_names_of_private_files() {
 fn a_tampered_model_section_is_refused_at_open_instead_of_served() {
     let tmp = TempDir::new("model");
     let art = faq_artifact(&tmp);
-    let info = run(lorec().arg("inspect").arg(&art).arg("--json"));
-    let info: serde_json::Value = serde_json::from_str(&info.stdout).expect("json");
-    let model =
-        info["sections"].as_array().expect("sections").iter().find(|s| s["kind"] == "model").expect("model").clone();
-    let (offset, len) =
-        (model["offset"].as_u64().expect("offset") as usize, model["stored_len"].as_u64().expect("len") as usize);
+    let model = section_range(&art, "model");
     let mut bytes = std::fs::read(&art).expect("read");
     // Random-looking bytes over the middle of the embedding table, as in the report.
     let mut state = 0x1234_5678_u32;
-    for b in &mut bytes[offset + len / 4..offset + len / 2] {
+    for b in &mut bytes[model.start + model.len() / 4..model.start + model.len() / 2] {
         state ^= state << 13;
         state ^= state >> 17;
         state ^= state << 5;

@@ -419,27 +419,10 @@ fn a_500_body_names_no_server_path() {
     let tmp = TempDir::new("500");
     tmp.write("kb/a.yaml", "notes:\n  - title: Harbour\n    text: The harbour freezes in February\n");
     let out = tmp.path().join("plain.lore");
-    let r = run(lorec()
-        .arg("build")
-        .arg(tmp.path().join("kb"))
-        .arg("-o")
-        .arg(&out)
-        .arg("--model")
-        .arg(model_dir())
-        .arg("--no-cache")
-        .arg("--no-encrypt"));
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let inspected = run(lorec().arg("inspect").arg(&out).arg("--json"));
-    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
-    let info: serde_json::Value = serde_json::from_str(&inspected.stdout).expect("inspect --json");
-    let texts = info["sections"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["kind"] == "texts"))
-        .unwrap_or_else(|| panic!("no texts section: {info}"));
-    let (offset, len) =
-        (texts["offset"].as_u64().expect("offset") as usize, texts["stored_len"].as_u64().expect("len") as usize);
+    build_plain(&tmp.path().join("kb"), &out);
+    let texts = section_range(&out, "texts");
     let mut bytes = std::fs::read(&out).expect("read");
-    bytes[offset..offset + len].fill(0xff);
+    bytes[texts].fill(0xff);
     std::fs::write(&out, bytes).expect("write");
 
     let server = Server::start(&out, None, &[]);

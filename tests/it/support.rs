@@ -115,6 +115,26 @@ pub fn build(dir: &Path, out: &Path, extra: &[&str]) -> Run {
     r
 }
 
+/// `lorec build DIR -o OUT --no-encrypt` with the test model; panics unless it succeeds.
+pub fn build_plain(dir: &Path, out: &Path) -> Run {
+    let r = run(lorec().arg("build").arg(dir).arg("-o").arg(out).arg("--model").arg(model_dir()).arg("--no-encrypt"));
+    assert_eq!(r.code, 0, "lorec build --no-encrypt failed:\n{}", r.stderr);
+    r
+}
+
+/// Where a section's stored bytes lie in an artifact, as `lorec inspect --json` reports them.
+pub fn section_range(artifact: &Path, kind: &str) -> std::ops::Range<usize> {
+    let r = run(lorec().arg("inspect").arg(artifact).arg("--json"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let info: serde_json::Value = serde_json::from_str(&r.stdout).expect("inspect --json");
+    let section = info["sections"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["kind"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} section: {info}"));
+    let offset = section["offset"].as_u64().expect("offset") as usize;
+    offset..offset + section["stored_len"].as_u64().expect("stored_len") as usize
+}
+
 /// Ask one question; returns the parsed JSON answer.
 pub fn ask(artifact: &Path, question: &str, k: usize) -> serde_json::Value {
     let r = run(lore()
