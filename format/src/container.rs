@@ -93,18 +93,11 @@ impl SectionPlan {
     /// An uncompressed section sealed in stripes of `stripe_len`, hashed on all cores.
     pub fn striped(kind: SectionKind, data: Vec<u8>, stripe_len: usize, encrypt: bool) -> SectionPlan {
         let stripe_len = stripe_len.max(1);
-        let pieces: Vec<&[u8]> = data.chunks(stripe_len).collect();
-        let mut units = vec![UnitSpan { len: 0, plain_sha256: [0; 32] }; pieces.len()];
-        let per_worker = pieces.len().div_ceil(workers()).max(1);
-        std::thread::scope(|scope| {
-            for (slots, pieces) in units.chunks_mut(per_worker).zip(pieces.chunks(per_worker)) {
-                scope.spawn(move || {
-                    for (slot, piece) in slots.iter_mut().zip(pieces) {
-                        *slot = UnitSpan { len: piece.len(), plain_sha256: Sha256::digest(piece).into() };
-                    }
-                });
-            }
-        });
+        let units = stripe_digests(&data, stripe_len)
+            .into_iter()
+            .zip(data.chunks(stripe_len))
+            .map(|(plain_sha256, piece)| UnitSpan { len: piece.len(), plain_sha256 })
+            .collect();
         SectionPlan {
             kind,
             stripe_len: stripe_len as u64,
@@ -130,6 +123,36 @@ pub fn section_digest<'a>(unit_digests: impl IntoIterator<Item = &'a [u8; 32]>) 
         hasher.update(d);
     }
     hasher.finalize().into()
+}
+
+/// SHA-256 of each `stripe_len`-byte piece of `bytes` (the last may be shorter), on all cores.
+pub fn stripe_digests(bytes: &[u8], stripe_len: usize) -> Vec<[u8; 32]> {
+    let pieces: Vec<&[u8]> = bytes.chunks(stripe_len.max(1)).collect();
+    let mut digests = vec![[0u8; 32]; pieces.len()];
+    let per_worker = pieces.len().div_ceil(workers()).max(1);
+    std::thread::scope(|scope| {
+        for (slots, pieces) in digests.chunks_mut(per_worker).zip(pieces.chunks(per_worker)) {
+            scope.spawn(move || {
+                for (slot, piece) in slots.iter_mut().zip(pieces) {
+                    *slot = Sha256::digest(piece).into();
+                }
+            });
+        }
+    });
+    digests
+}
+
+/// The `plain_sha256` of a single-plaintext section (model, index, sources) of an artifact
+/// written as `format_version`: over the concatenated plaintext in v1, over its units' digests
+/// since (units of `stripe_len` bytes, or one unit when it is zero), hashed on all cores.
+pub fn plaintext_digest(format_version: u32, stripe_len: u64, plain: &[u8]) -> [u8; 32] {
+    if format_version < 2 {
+        return Sha256::digest(plain).into();
+    }
+    if stripe_len == 0 {
+        return section_digest([&Sha256::digest(plain).into()]);
+    }
+    section_digest(&stripe_digests(plain, usize::try_from(stripe_len).unwrap_or(usize::MAX)))
 }
 
 /// Computes a section's plaintext digest the way its artifact's format version defines it.
@@ -635,7 +658,8 @@ impl<'a> OpenedContainer<'a> {
             return Ok(crate::schema::SourceList { sources: self.header.sources.clone(), withheld: Vec::new() });
         }
         let plain = self.open_section(sealer, SectionKind::Sources)?;
-        if section_digest([&Sha256::digest(&plain).into()]) != self.section(SectionKind::Sources).plain_sha256 {
+        let section = self.section(SectionKind::Sources);
+        if plaintext_digest(self.format_version, section.stripe_len, &plain) != section.plain_sha256 {
             return Err(ContainerError::Corrupt("the sources section does not match its digest".into()));
         }
         let archived = rkyv::access::<crate::schema::ArchivedSourceList, rancor::Error>(&plain)
@@ -653,27 +677,7 @@ impl<'a> OpenedContainer<'a> {
         if section.encrypted || section.compression != Compression::None {
             return Err(ContainerError::Corrupt(format!("the {} section is not stored plain", kind.name())));
         }
-        let bytes = self.raw_section(kind);
-        let digest = if self.format_version < 2 {
-            Sha256::digest(bytes).into()
-        } else if section.stripe_len == 0 {
-            section_digest([&Sha256::digest(bytes).into()])
-        } else {
-            let pieces: Vec<&[u8]> = bytes.chunks(section.stripe_len as usize).collect();
-            let mut digests = vec![[0u8; 32]; pieces.len()];
-            let per_worker = pieces.len().div_ceil(workers()).max(1);
-            std::thread::scope(|scope| {
-                for (slots, pieces) in digests.chunks_mut(per_worker).zip(pieces.chunks(per_worker)) {
-                    scope.spawn(move || {
-                        for (slot, piece) in slots.iter_mut().zip(pieces) {
-                            *slot = Sha256::digest(piece).into();
-                        }
-                    });
-                }
-            });
-            section_digest(&digests)
-        };
-        if digest != section.plain_sha256 {
+        if plaintext_digest(self.format_version, section.stripe_len, self.raw_section(kind)) != section.plain_sha256 {
             return Err(ContainerError::Corrupt(format!(
                 "the {} section does not match its digest: the file was modified after it was built; run `lorec verify` on it",
                 kind.name()

@@ -376,3 +376,16 @@ fn temporaries_left_by_a_killed_build_are_removed_by_the_next_build() {
     assert!(live.exists(), "a live build's temporary was removed");
     drop(held);
 }
+
+#[test]
+fn an_oversized_key_file_and_a_bad_mode_are_named_errors() {
+    let tmp = TempDir::new("badargs");
+    let art = faq_artifact(&tmp);
+    let key = tmp.write("big.key", vec![b'A'; 10_000]);
+    let r = run(lore().arg("query").arg(&art).arg("hello").env("LORE_KEY_FILE", &key));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("key file") && r.stderr.contains("the limit is 4096 bytes"), "{}", r.stderr);
+    let r = run(lorec().arg("build").arg(tmp.path().join("kb")).arg("-o").arg(&art).args(["--mode", "999"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("not an octal file mode"), "{}", r.stderr);
+}
