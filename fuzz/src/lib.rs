@@ -85,7 +85,7 @@ fn artifact_once(data: &[u8]) {
         return;
     }
     if let Ok(engine) = Engine::open(&path, Some(key)) {
-        let opts = runtime::QueryOptions { k: 5, include_off_topic: true, mode: runtime::retrieval::Mode::Hybrid };
+        let opts = runtime::QueryOptions { k: 5, include_off_topic: true, mode: runtime::engine::retrieval::Mode::Hybrid };
         let _ = engine.query_with("who kept the lighthouse lamp lit?", opts);
     }
 }
@@ -149,20 +149,25 @@ pub fn markdown(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // request
 
-fn golden_engine() -> &'static Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE.get_or_init(|| {
+/// The golden artifact served as the only knowledge base, through the same service layer as
+/// `lore serve`.
+fn golden_service() -> &'static Arc<runtime::service::Service> {
+    static SERVICE: OnceLock<Arc<runtime::service::Service>> = OnceLock::new();
+    SERVICE.get_or_init(|| {
         let path = scratch("golden.lore");
         std::fs::write(&path, GOLDEN).expect("write the golden artifact to the temporary folder");
-        Arc::new(Engine::open(&path, Some(test_key())).expect("the golden artifact opens"))
+        let config = runtime::config::Config::single(path, runtime::config::DEFAULT_NAME);
+        let options = runtime::registry::OpenOptions { key_base64: Some(TEST_KEY.into()), ..Default::default() };
+        let metrics = Arc::new(runtime::metrics::Metrics::default());
+        let registry = runtime::registry::Registry::open(&config, options, metrics.clone()).expect("the golden artifact opens");
+        Arc::new(runtime::service::Service::new(registry, metrics))
     })
 }
 
 /// Request parsing as both servers do it: the JSON-lines loop over the whole input, the
-/// request type on its own, and the HTTP router driven in process.
+/// request type on its own, and the HTTP router (admin endpoints on) driven in process.
 pub fn request(data: &[u8]) {
-    let engine = golden_engine();
-    let _ = runtime::stdin::serve_lines(engine, Cursor::new(data), std::io::sink());
+    let _ = runtime::server::stdin::serve_lines(golden_service(), Cursor::new(data), std::io::sink());
     if let Ok(req) = serde_json::from_slice::<runtime::QueryRequest>(data) {
         let _ = req.options();
     }
@@ -178,8 +183,12 @@ fn http_env() -> &'static Http {
     static HTTP: OnceLock<Http> = OnceLock::new();
     HTTP.get_or_init(|| Http {
         rt: tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a current-thread runtime"),
-        router: runtime::http::router(
-            runtime::http::AppState { engine: Arc::clone(golden_engine()) },
+        router: runtime::server::http::router(
+            runtime::server::http::AppState {
+                service: Arc::clone(golden_service()),
+                ids: Arc::default(),
+                admin_token: Some(Arc::from("fuzz-admin-token-0123456789")),
+            },
             Duration::from_secs(5),
         ),
     })

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use format::seal::load_key;
-use runtime::Engine;
-use runtime::http::{AppState, router, shutdown_signal};
+use runtime::config::Config;
+use runtime::registry::{OpenOptions, Registry};
+use runtime::service::Service;
 
 #[derive(Parser, Debug)]
 #[command(name = "lore", version, about = "Answer questions from a lore artifact")]
@@ -60,8 +60,15 @@ enum LogFormat {
 enum Command {
     /// Serve questions over HTTP and/or stdin JSON lines (stdin when no --http is given).
     Serve {
-        #[arg(env = "LORE_ARTIFACT")]
-        artifact: PathBuf,
+        /// One artifact, served as the default knowledge base (or use --config).
+        #[arg(env = "LORE_ARTIFACT", required_unless_present = "config", conflicts_with = "config")]
+        artifact: Option<PathBuf>,
+        /// A TOML file naming several knowledge bases and their variants (see README).
+        #[arg(long, env = "LORE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The name of the knowledge base ARTIFACT is served as.
+        #[arg(long, env = "LORE_KB_NAME", default_value = runtime::config::DEFAULT_NAME)]
+        kb_name: String,
         /// Listen for HTTP on this address, e.g. 127.0.0.1:8080 (port 0 picks a free port).
         #[arg(long, env = "LORE_HTTP")]
         http: Option<SocketAddr>,
@@ -74,6 +81,14 @@ enum Command {
         /// Seconds one HTTP request may take.
         #[arg(long, env = "LORE_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
         request_timeout_secs: u64,
+        /// How often, in milliseconds, to look for artifact files replaced by rename and swap
+        /// them in; 0 turns the watcher off (SIGHUP and POST /admin/reload still reload).
+        #[arg(long, env = "LORE_WATCH_MS", default_value_t = 250)]
+        watch_ms: u64,
+        /// A file holding the bearer token of the admin endpoints (LORE_ADMIN_TOKEN gives it
+        /// directly); without one the admin endpoints are off.
+        #[arg(long, env = "LORE_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
         #[command(flatten)]
         limits: HttpLimits,
     },
@@ -96,15 +111,15 @@ enum Command {
 struct HttpLimits {
     /// Seconds a client has to send a whole request head (request line and headers), counted
     /// from the accept or from the first byte of the next request; then the connection is closed.
-    #[arg(long, env = "LORE_HEADER_READ_TIMEOUT_SECS", default_value_t = runtime::listener::DEFAULT_HEADER_READ_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "LORE_HEADER_READ_TIMEOUT_SECS", default_value_t = runtime::server::listener::DEFAULT_HEADER_READ_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     header_read_timeout_secs: u64,
     /// Seconds a kept-alive HTTP connection may wait for its next request (or a response for
     /// the client to take its bytes) before it is closed.
-    #[arg(long, env = "LORE_IDLE_TIMEOUT_SECS", default_value_t = runtime::listener::DEFAULT_IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "LORE_IDLE_TIMEOUT_SECS", default_value_t = runtime::server::listener::DEFAULT_IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_secs: u64,
     /// HTTP connections served at once (lowered to leave 64 file descriptors under the
     /// open-file limit); one more is answered 503 and closed.
-    #[arg(long, env = "LORE_MAX_CONNECTIONS", default_value_t = runtime::listener::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "LORE_MAX_CONNECTIONS", default_value_t = runtime::server::listener::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_connections: usize,
 }
 
@@ -120,7 +135,18 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             to_stderr(&format!("error: {e:#}\n"));
-            let rejected = e.chain().any(|c| c.downcast_ref::<runtime::EngineError>().is_some());
+            // Input rejected (exit 2): a request the service refused as the client's fault, or an
+            // artifact, key or configuration that cannot be served. Anything else exits 1.
+            let rejected = e.chain().any(|c| {
+                c.downcast_ref::<Rejected>().is_some()
+                    || c.downcast_ref::<runtime::registry::RegistryError>().is_some_and(|e| {
+                        matches!(
+                            e,
+                            runtime::registry::RegistryError::Open { .. } | runtime::registry::RegistryError::Config(_)
+                        )
+                    })
+                    || c.downcast_ref::<runtime::config::ConfigError>().is_some()
+            });
             ExitCode::from(if rejected { 2 } else { 1 })
         }
     }
@@ -135,32 +161,36 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn open(cli: &OpenArgs, artifact: &std::path::Path) -> Result<Engine> {
-    let key = load_key(cli.key.as_deref(), cli.key_file.as_deref()).map_err(anyhow::Error::msg)?;
-    if let Some(warning) = key.as_ref().and_then(|k| k.warning.as_deref()) {
-        tracing::warn!("{warning}");
-    }
-    let params = runtime::retrieval::params_from_env().map_err(anyhow::Error::msg)?;
-    let mode = match cli.load {
-        LoadArg::Map => runtime::LoadMode::Map,
-        LoadArg::Copy => runtime::LoadMode::Copy,
+fn open_options(cli: &OpenArgs) -> Result<OpenOptions> {
+    Ok(OpenOptions {
+        load: match cli.load {
+            LoadArg::Map => runtime::LoadMode::Map,
+            LoadArg::Copy => runtime::LoadMode::Copy,
+        },
+        require_sealed: cli.require_sealed,
+        params: runtime::engine::retrieval::params_from_env().map_err(anyhow::Error::msg)?,
+        key_base64: cli.key.clone(),
+        key_file: cli.key_file.clone(),
+    })
+}
+
+/// The admin token: `LORE_ADMIN_TOKEN`, else the file `--admin-token-file` names.
+fn admin_token(file: Option<&std::path::Path>) -> Result<Option<Arc<str>>> {
+    let token = match (std::env::var("LORE_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()), file) {
+        (Some(t), _) => t,
+        (None, Some(path)) => {
+            let bytes = format::fsio::read_regular(path, format::fsio::MAX_KEY_FILE_BYTES)?;
+            String::from_utf8(bytes).with_context(|| format!("{}: the admin token is not text", path.display()))?
+        }
+        (None, None) => return Ok(None),
     };
-    let engine = Engine::open_with(artifact, key.as_ref().map(|k| &k.key), mode)?.with_params(params);
-    if matches!(engine.header().cipher, format::Cipher::None) {
-        if cli.require_sealed {
-            return Err(runtime::EngineError::Unsealed { path: artifact.display().to_string() }.into());
-        }
-        if key.is_some() {
-            tracing::warn!(
-                artifact = %artifact.display(),
-                "the artifact is NOT sealed (built with --no-encrypt): anyone who can read the file can read its \
-                 contents, and the key given is not used; pass --require-sealed (LORE_REQUIRE_SEALED=1) to refuse such artifacts"
-            );
-        } else {
-            tracing::info!(artifact = %artifact.display(), "the artifact is not sealed (built with --no-encrypt)");
-        }
-    }
-    Ok(engine)
+    let token = token.trim();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "the admin token is {} bytes; use at least 16 (e.g. `openssl rand -hex 32`)",
+        token.len()
+    );
+    Ok(Some(Arc::from(token)))
 }
 
 /// Write to stderr, ignoring failure: with stderr closed there is no one left to tell, and
@@ -170,14 +200,25 @@ fn to_stderr(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
+/// An error the service mapped to a client error exits 2 ("input rejected"); anything else 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Rejected(runtime::api::ApiError);
+
 fn run(cli: Cli) -> Result<()> {
+    let options = open_options(&cli.open)?;
     match cli.command {
         Command::Query { artifact, question, json, k } => {
-            let engine = open(&cli.open, &artifact)?;
-            let req =
-                runtime::QueryRequest { q: question, k: Some(k), include_off_topic: false, mode: Default::default() };
-            let k = req.validate()?;
-            let answer = engine.query(&req.q, k)?;
+            let config = Config::single(artifact, runtime::config::DEFAULT_NAME);
+            let service = Service::new(Registry::open(&config, options, Arc::default())?, Arc::default());
+            let req = runtime::QueryRequest { k: Some(k), ..runtime::QueryRequest::question(question) };
+            let answer = service.answer_blocking(req, Default::default(), "query").map_err(|e| {
+                if e.code.is_client_error() || e.code == runtime::api::ErrorCode::ArtifactDamaged {
+                    anyhow::Error::new(Rejected(e))
+                } else {
+                    anyhow::Error::new(e)
+                }
+            })?;
             let mut out = std::io::stdout().lock();
             use std::io::Write as _;
             if json {
@@ -199,77 +240,69 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve { artifact, http, stdin, grace_secs, request_timeout_secs, limits } => {
-            let started = std::time::Instant::now();
-            let engine = Arc::new(open(&cli.open, &artifact)?);
-            let h = engine.header();
-            let sealed = !matches!(h.cipher, format::Cipher::None);
-            tracing::info!(artifact = %artifact.display(), version = %h.artifact_version, build_id = %h.build_id, chunks = h.counts.chunks, sealed, open_us = started.elapsed().as_micros() as u64, "artifact opened");
-            let Some(addr) = http else {
-                let stdin = std::io::stdin().lock();
-                return runtime::stdin::serve_lines(&engine, stdin, std::io::stdout().lock()).context("stdin loop");
+        Command::Serve {
+            artifact,
+            config,
+            kb_name,
+            http,
+            stdin,
+            grace_secs,
+            request_timeout_secs,
+            watch_ms,
+            admin_token_file,
+            limits,
+        } => {
+            let config = match (config, artifact) {
+                (Some(file), _) => Config::from_file(&file)?,
+                (None, Some(artifact)) => Config::single(artifact, &kb_name),
+                (None, None) => anyhow::bail!("give an ARTIFACT or --config FILE"),
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            rt.block_on(serve_http(
-                engine,
-                addr,
+            let admin_token = admin_token(admin_token_file.as_deref())?;
+            let started = std::time::Instant::now();
+            let metrics = Arc::new(runtime::metrics::Metrics::default());
+            let registry = Registry::open(&config, options, metrics.clone())?;
+            let variants: usize = registry.kbs().iter().map(|k| k.variants.len()).sum();
+            tracing::info!(
+                kbs = registry.kbs().len(),
+                variants,
+                open_us = started.elapsed().as_micros() as u64,
+                "ready"
+            );
+            let service = Arc::new(Service::new(registry, metrics));
+            let nofile = runtime::server::listener::open_file_limit();
+            let max_connections = runtime::server::listener::connection_cap(limits.max_connections, nofile);
+            if http.is_some() && max_connections < limits.max_connections {
+                tracing::warn!(
+                    asked = limits.max_connections,
+                    max_connections,
+                    open_file_limit = nofile,
+                    "--max-connections lowered to fit the open-file limit (raise it with `ulimit -n`)"
+                );
+            }
+            let limits = runtime::server::listener::Limits {
+                header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+                idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+                request_timeout: Duration::from_secs(request_timeout_secs),
+                max_connections,
+                grace: Duration::from_secs(grace_secs),
+            };
+            if http.is_some() {
+                tracing::info!(
+                    header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+                    idle_timeout_secs = limits.idle_timeout.as_secs(),
+                    request_timeout_secs,
+                    max_connections,
+                    "http limits"
+                );
+            }
+            let options = runtime::server::ServeOptions {
+                http,
                 stdin,
-                Duration::from_secs(grace_secs),
-                Duration::from_secs(request_timeout_secs),
                 limits,
-            ))
+                watch: (watch_ms > 0).then(|| Duration::from_millis(watch_ms)),
+                admin_token,
+            };
+            runtime::server::run(service, options).context("serving")
         }
     }
-}
-
-async fn serve_http(
-    engine: Arc<Engine>,
-    addr: SocketAddr,
-    stdin: bool,
-    grace: Duration,
-    timeout: Duration,
-    limits: HttpLimits,
-) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    tracing::info!(url = %format!("http://{local}"), "listening");
-    to_stderr(&format!("lore: listening on http://{local}\n"));
-    if stdin {
-        let engine = engine.clone();
-        std::thread::spawn(move || {
-            if let Err(e) = runtime::stdin::serve_lines(&engine, std::io::stdin().lock(), std::io::stdout().lock()) {
-                tracing::warn!("stdin loop ended: {e}");
-            }
-        });
-    }
-    let nofile = runtime::listener::open_file_limit();
-    let max_connections = runtime::listener::connection_cap(limits.max_connections, nofile);
-    if max_connections < limits.max_connections {
-        tracing::warn!(
-            asked = limits.max_connections,
-            max_connections,
-            open_file_limit = nofile,
-            "--max-connections lowered to fit the open-file limit (raise it with `ulimit -n`)"
-        );
-    }
-    let limits = runtime::listener::Limits {
-        header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
-        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
-        request_timeout: timeout,
-        max_connections,
-        grace,
-    };
-    tracing::info!(
-        header_read_timeout_secs = limits.header_read_timeout.as_secs(),
-        idle_timeout_secs = limits.idle_timeout.as_secs(),
-        request_timeout_secs = timeout.as_secs(),
-        max_connections,
-        "http limits"
-    );
-    let app = router(AppState { engine }, timeout);
-    runtime::listener::serve(listener, app, limits, shutdown_signal()).await;
-    Ok(())
 }

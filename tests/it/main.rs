@@ -13,5 +13,6 @@ mod openai;
 mod reproducible;
 mod retrieval;
 mod serve;
+mod service;
 mod slow_clients;
 mod support;

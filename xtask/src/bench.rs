@@ -32,11 +32,11 @@ struct Row {
     rss_kib: u64,
     http_rps: Option<f64>,
     /// With `LORE_BENCH_BASELINE`: the same knowledge base built and served by the binaries
-    /// in that folder, measured in the same run (cold start p50, query p50 in µs).
-    against: Option<(Duration, f64)>,
+    /// in that folder, measured in the same run (cold start p50, query p50 in µs, HTTP req/s).
+    against: Option<(Duration, f64, Option<f64>)>,
 }
 
-pub fn run(root: &Path, quick: bool) -> Result<()> {
+pub fn run(root: &Path, quick: bool, service_only: bool) -> Result<()> {
     let model = crate::model::fetch(root)?;
     let profile = if quick { "debug" } else { "release" };
     let mut build = crate::cargo();
@@ -52,15 +52,21 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let mut kbs = Vec::new();
-    if !quick {
+    if !quick && !service_only {
         kbs.push(Kb { name: "data/".into(), dir: root.join("data"), question: "What kind of robots do you build?" });
+    }
+    if !quick {
         kbs.push(Kb {
             name: "seed-kb (fixed)".into(),
             dir: fixed_seed_kb(root, &work)?,
             question: "What did you do at Autodesk?",
         });
     }
-    let sizes: &[usize] = if quick { &[1_000] } else { &[1_000, 10_000, 100_000] };
+    let sizes: &[usize] = match (quick, service_only) {
+        (true, _) => &[1_000],
+        (false, true) => &[100_000],
+        (false, false) => &[1_000, 10_000, 100_000],
+    };
     for &n in sizes {
         let dir = work.join(format!("synthetic-{n}"));
         crate::synth::generate(&dir, n)?;
@@ -71,6 +77,10 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
         });
     }
     let wrk = !quick && ensure_wrk();
+    if service_only {
+        let service_kbs: Vec<(String, PathBuf)> = kbs.iter().map(|k| (k.name.clone(), k.dir.clone())).collect();
+        return crate::bench_service::run(&bin, &model, &work, &service_kbs, BENCH_KEY, wrk);
+    }
     // An earlier build's `lore` and `lorec` (say, of the previous release), to state what a
     // change costs against figures taken in this same run.
     let against = std::env::var_os("LORE_BENCH_BASELINE").map(PathBuf::from);
@@ -105,24 +115,35 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     if let Some(dir) = &against {
         println!("\nagainst the binaries in {} (same run):\n", dir.display());
         println!(
-            "| knowledge base | cold start p50, baseline | cold start p50, now | difference | query p50, baseline | query p50, now |"
+            "| knowledge base | cold start p50, baseline | cold start p50, now | difference | query p50, baseline | query p50, now | HTTP req/s, baseline | HTTP req/s, now |"
         );
-        println!("|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         for row in &rows {
-            if let Some((cold, p50)) = row.against {
+            if let Some((cold, p50, http)) = row.against {
+                let rps = |r: Option<f64>| r.map_or("–".to_string(), |r| format!("{r:.0}"));
                 println!(
-                    "| {} | {} | {} | {:+.2} ms ({:.2}×) | {:.1} µs | {:.1} µs |",
+                    "| {} | {} | {} | {:+.2} ms ({:.2}×) | {:.1} µs | {:.1} µs | {} | {} |",
                     row.name,
                     ms(cold),
                     ms(row.cold_start),
                     (row.cold_start.as_secs_f64() - cold.as_secs_f64()) * 1000.0,
                     row.cold_start.as_secs_f64() / cold.as_secs_f64(),
                     p50,
-                    row.p50
+                    row.p50,
+                    rps(http),
+                    rps(row.http_rps),
                 );
             }
         }
     }
+    let service_kbs: Vec<(String, PathBuf)> = kbs
+        .iter()
+        .filter(|k| {
+            if quick { k.name == "synthetic 1000" } else { k.name == "seed-kb (fixed)" || k.name == "synthetic 100000" }
+        })
+        .map(|k| (k.name.clone(), k.dir.clone()))
+        .collect();
+    crate::bench_service::run(&bin, &model, &work, &service_kbs, BENCH_KEY, wrk)?;
     if quick {
         println!("bench --quick: pipeline ok (timings from a debug build are not benchmark figures)");
     }
@@ -231,7 +252,11 @@ fn measure(
     let questions = if quick { 200 } else { 3000 };
     let (p50, p99, rss_kib) = in_process(&bin.join("lore"), &out, questions)?;
     let against = match against {
-        Some(dir) => Some((median(&mut against_starts), in_process(&dir.join("lore"), &against_out, questions)?.0)),
+        Some(dir) => Some((
+            median(&mut against_starts),
+            in_process(&dir.join("lore"), &against_out, questions)?.0,
+            if wrk { Some(http_throughput(&dir.join("lore"), &against_out)?) } else { None },
+        )),
         None => None,
     };
     let http_rps = if wrk { Some(http_throughput(&bin.join("lore"), &out)?) } else { None };
@@ -269,31 +294,11 @@ fn ensure_wrk() -> bool {
 /// Requests per second that `lore serve --http` sustains on loopback, measured with wrk
 /// (64 connections, 2 threads, 10 s) asking one question over GET.
 fn http_throughput(lore: &Path, artifact: &Path) -> Result<f64> {
-    let mut child = Command::new(lore)
-        .arg("serve")
-        .arg(artifact)
-        .args(["--http", "127.0.0.1:0"])
-        .env("LORE_KEY", BENCH_KEY)
-        .env("LORE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        if stderr.read_line(&mut line)? == 0 {
-            bail!("lore serve exited before listening");
-        }
-        if let Some(rest) = line.trim().strip_prefix("lore: listening on http://") {
-            break rest.to_string();
-        }
-    };
+    let server = crate::bench_service::Server::start(lore, &[artifact.to_str().context("utf8")?], BENCH_KEY)?;
+    let addr = &server.addr;
     let url = format!("http://{addr}/v1/query?q=what%20do%20you%20like%20to%20read&k=5");
     let out = Command::new("wrk").args(["-t2", "-c64", "-d10s", &url]).output()?;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("Non-2xx") {
         bail!("wrk saw errors:\n{text}");

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_service;
 mod eval;
 mod fuzz;
 mod model;
@@ -20,7 +21,8 @@ tasks:
   fetch-model   download potion-base-8M and all-MiniLM-L6-v2 (pinned, sha256-checked) into artifacts/models/
   test          fetch the model, format check, clippy -D warnings, build, every test, fuzz briefly (what CI runs)
   demo          compile data/, answer one question, then serve it over HTTP [ADDR]
-  bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run
+  bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run, --service for
+                only the service-layer table (swap time, throughput while swapping, RSS)
   eval persona  retrieval and topic-detection quality on the persona sets (see EVALUATION.md)
   eval scifact  BEIR SciFact nDCG@10 / Recall@100, train and test; --tune grid-searches on train
   synth N DIR   write the deterministic synthetic knowledge base of N chunks that bench uses into DIR
@@ -44,7 +46,7 @@ fn run() -> Result<()> {
         Some("fetch-model") => model::fetch(&root).and_then(|_| model::fetch_spec(&root, &model::MINILM)).map(|_| ()),
         Some("test") => test(&root),
         Some("demo") => demo(&root, args.get(1).map(String::as_str).unwrap_or("127.0.0.1:8080")),
-        Some("bench") => bench::run(&root, args.iter().any(|a| a == "--quick")),
+        Some("bench") => bench::run(&root, args.iter().any(|a| a == "--quick"), args.iter().any(|a| a == "--service")),
         Some("eval") => {
             eval::run(&root, args.get(1).map(String::as_str).unwrap_or("persona"), args.iter().any(|a| a == "--tune"))
         }

@@ -1,10 +1,10 @@
-//! The JSON-lines loop: one request per input line, one answer per output line, in order.
+//! The JSON-lines adapter: one request per input line, one answer per output line, in order,
+//! through the same [`Service`] as HTTP.
 
 use std::io::{BufRead, Write};
 
-use serde_json::json;
-
-use crate::{Engine, QueryRequest};
+use crate::api::{ApiError, ErrorCode, QueryRequest};
+use crate::service::{RequestIds, Route, Service};
 
 /// Longest request line kept; a longer one is answered with an error and skipped up to its
 /// newline, without ever holding more than this much of it.
@@ -13,32 +13,34 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Answer every line of `input` on `output`, flushing after each. A bad line (not UTF-8, not
 /// JSON, too long, out of limits) gets an error object and the loop goes on; returns at end
 /// of input.
-pub fn serve_lines(engine: &Engine, mut input: impl BufRead, mut output: impl Write) -> std::io::Result<()> {
+pub fn serve_lines(service: &Service, mut input: impl BufRead, mut output: impl Write) -> std::io::Result<()> {
+    let ids = RequestIds::default();
     let mut line = Vec::with_capacity(1024);
     for n in 1.. {
         let Some(complete) = read_line_bounded(&mut input, &mut line, MAX_LINE_BYTES)? else { break };
-        let bad =
-            |message: String| json!({"error": {"code": "bad_request", "message": format!("line {n}: {message}")}});
-        let reply = if !complete {
-            bad(format!("longer than {MAX_LINE_BYTES} bytes; the line was skipped"))
+        let bad = |message: String| ApiError::new(ErrorCode::BadRequest, format!("line {n}: {message}"));
+        let request = if !complete {
+            Err(bad(format!("longer than {MAX_LINE_BYTES} bytes; the line was skipped")))
         } else {
             match std::str::from_utf8(&line) {
-                Err(e) => bad(format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to())),
+                Err(e) => Err(bad(format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()))),
                 Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => match serde_json::from_str::<QueryRequest>(text) {
-                    Err(e) => bad(format!("not a query object: {e}")),
-                    Ok(req) => match req.options() {
-                        Err(e) => bad(e.to_string()),
-                        Ok(opts) => match engine.query_with(&req.q, opts) {
-                            Ok(answer) => serde_json::to_value(answer)
-                                .unwrap_or_else(|e| json!({"error": {"code": "internal", "message": e.to_string()}})),
-                            Err(e) => json!({"error": {"code": "internal", "message": e.to_string()}}),
-                        },
-                    },
-                },
+                Ok(text) => {
+                    serde_json::from_str::<QueryRequest>(text).map_err(|e| bad(format!("not a query object: {e}")))
+                }
             }
         };
-        serde_json::to_writer(&mut output, &reply)?;
+        let id = ids.take_or_make(None);
+        let reply = request.and_then(|req| {
+            service.answer_blocking(req, Route::default(), &id).map_err(|e| match e.code {
+                ErrorCode::BadRequest => ApiError { message: format!("line {n}: {}", e.message), ..e },
+                _ => e,
+            })
+        });
+        match reply {
+            Ok(answer) => serde_json::to_writer(&mut output, &answer)?,
+            Err(e) => serde_json::to_writer(&mut output, &e.body(Some(&id)))?,
+        }
         output.write_all(b"\n")?;
         output.flush()?;
     }

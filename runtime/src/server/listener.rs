@@ -16,7 +16,7 @@
 //!   cap until it is closed, so all slots back means drained).
 //!
 //! The request itself (reading its body and answering) is bounded by the router's request
-//! timeout ([`crate::http::router`]). hyper's own `header_read_timeout` is not used: it starts
+//! timeout ([`super::http::router`]). hyper's own `header_read_timeout` is not used: it starts
 //! when a kept-alive connection goes idle, so it would also be the idle timeout. Instead each
 //! connection records its phase in one atomic word (no lock, no allocation per request) and a
 //! per-connection watchdog, re-armed only when it fires, closes it once its phase is over time.

@@ -1,18 +1,21 @@
-//! An opened artifact, ready to answer: the memory map, the authenticated index, and text
-//! blocks decrypted on first use.
+//! The engine: one opened artifact, ready to answer. Synchronous (no async runtime): the memory
+//! map, the authenticated index, text blocks decrypted on first use, retrieval and scoring.
+//! Everything above it (which engine answers, over which transport) lives in other layers.
+
+pub mod mapped;
+pub mod retrieval;
+pub mod scoring;
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use format::analyze::Analyzer;
+use format::embed::ModelRef;
 use format::seal::{Key, Sealer};
 use format::{ArchivedCompression, ArchivedIndex, Compression, ContainerError, Header, OpenedContainer, SectionKind};
-use serde::Serialize;
-
-use crate::mapped::{BlockView, IndexView, LoadMode, MappedFile, ModelView};
-use crate::retrieval::{self, Mode, Params};
-use format::embed::ModelRef;
+use mapped::{BlockView, FileStamp, IndexView, LoadMode, MappedFile, ModelView};
+use retrieval::{Mode, Params};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -42,7 +45,11 @@ pub enum EngineError {
 #[derive(Debug)]
 pub struct Engine {
     path: String,
-    model: ModelView,
+    /// The artifact file: header, index and text blocks are read from it.
+    file: Arc<MappedFile>,
+    /// The embedder: this file's model section, or an identical one already checked in
+    /// another engine (see [`Engine::open_reusing`]).
+    model: Arc<Model>,
     header: Header,
     header_digest: [u8; 32],
     /// The source files, from the header (format v1, v2) or the sealed sources section (v3).
@@ -53,7 +60,6 @@ pub struct Engine {
     texts_encrypted: bool,
     texts: Vec<OnceLock<BlockView>>,
     analyzer: Analyzer,
-    questions: QuestionEmbedder,
     /// Overrides the artifact's fusion parameters (tuning runs only).
     params: Option<Params>,
 }
@@ -67,7 +73,7 @@ pub struct QueryOptions {
     pub mode: Mode,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub id: String,
     /// The document the hit came from; passages of one document share it.
@@ -81,13 +87,13 @@ pub struct Hit {
     pub score: f32,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ArtifactRef {
     pub version: String,
     pub build_id: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicSignals {
     pub top3_similarity: f32,
     pub top3_background: f32,
@@ -97,7 +103,7 @@ pub struct TopicSignals {
     pub bm25_max: f32,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub q: String,
     pub on_topic: bool,
@@ -120,6 +126,26 @@ fn read_fusion(f: &format::ArchivedFusionParams) -> Params {
         bm25_weight: f.bm25_weight.to_native(),
         bm25_weight_full: f.bm25_weight_full.to_native(),
     }
+}
+
+/// What names a model section's contents: the same format, striping, length and plaintext
+/// digest mean the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ModelIdentity {
+    format_version: u32,
+    stripe_len: u64,
+    plain_len: u64,
+    plain_sha256: [u8; 32],
+}
+
+/// A checked model section and the question embedder built from it. Engines whose artifacts
+/// carry the same model section share one: a swap to a rebuilt knowledge base with the same
+/// embedder neither hashes the model again nor loads a transformer again.
+#[derive(Debug)]
+pub struct Model {
+    view: ModelView,
+    questions: QuestionEmbedder,
+    identity: ModelIdentity,
 }
 
 /// How this engine turns questions into vectors.
@@ -184,26 +210,57 @@ impl Engine {
 
     /// [`Engine::open`], holding the file's bytes as `mode` says.
     pub fn open_with(path: &Path, key: Option<&Key>, mode: LoadMode) -> Result<Engine, EngineError> {
+        Engine::open_reusing(path, key, mode, None)
+    }
+
+    /// [`Engine::open_with`], taking `reuse`'s model when this artifact's model section is the
+    /// same (same digest in its header, which the sealed units authenticate): those bytes were
+    /// already checked against that digest, so the new file's copy is not read at all.
+    pub fn open_reusing(
+        path: &Path,
+        key: Option<&Key>,
+        mode: LoadMode,
+        reuse: Option<&Engine>,
+    ) -> Result<Engine, EngineError> {
         let display = path.display().to_string();
         let file = MappedFile::open(path, mode)?;
         let container_err = |error| EngineError::Container { path: display.clone(), error };
         let malformed = |section, message| EngineError::Malformed { path: display.clone(), section, message };
-        let (header, header_digest, sealer, index, sources, model_range, texts_range, texts_encrypted, version) = {
+        let (
+            header,
+            header_digest,
+            sealer,
+            index,
+            sources,
+            model_range,
+            texts_range,
+            texts_encrypted,
+            (reused, identity),
+        ) = {
             let c = OpenedContainer::open(file.bytes()).map_err(container_err)?;
             let sealer = c.sealer(key).map_err(container_err)?;
             let model = c.section(SectionKind::Model);
             if model.encrypted || model.compression != Compression::None {
                 return Err(malformed("model", "must be stored plain for zero-copy access".into()));
             }
+            let identity = ModelIdentity {
+                format_version: c.format_version,
+                stripe_len: model.stripe_len,
+                plain_len: model.plain_len,
+                plain_sha256: model.plain_sha256,
+            };
+            let reused = reuse.filter(|e| e.model.identity == identity).map(|e| e.model.clone());
             // The model is used in place, so its bytes are checked against the header's digest
             // before anything trusts them, while the index stripes decrypt; the sealed stripes
             // are read once and their pages leave the resident set as each is done.
             let (model_checked, index) = std::thread::scope(|scope| {
-                let model_checked = scope.spawn(|| c.check_plain_section(SectionKind::Model));
+                let model_checked = reused.is_none().then(|| scope.spawn(|| c.check_plain_section(SectionKind::Model)));
                 let index = c.open_section_with(sealer.as_ref(), SectionKind::Index, &|range| file.release(range));
-                let model_checked = model_checked
-                    .join()
-                    .unwrap_or_else(|_| Err(ContainerError::Corrupt("the model section could not be checked".into())));
+                let model_checked = model_checked.map_or(Ok(()), |handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(ContainerError::Corrupt("the model section could not be checked".into()))
+                    })
+                });
                 (model_checked, index)
             });
             let index = index.map_err(container_err)?;
@@ -223,16 +280,27 @@ impl Engine {
                 range(SectionKind::Model),
                 range(SectionKind::Texts),
                 texts_encrypted,
-                c.format_version,
+                (reused, identity),
             )
         };
-        let model = ModelView::new(file, model_range, version).map_err(|(_, e)| malformed("model", e))?;
+        let file = Arc::new(file);
+        let model = match reused {
+            Some(model) => model,
+            None => {
+                let view = ModelView::new(file.clone(), model_range, identity.format_version)
+                    .map_err(|e| malformed("model", e))?;
+                let questions =
+                    QuestionEmbedder::for_model(view.model(), &header.embedder).map_err(|(embedder, feature)| {
+                        EngineError::EmbedderMissing { path: display.clone(), embedder, feature }
+                    })?;
+                Arc::new(Model { view, questions, identity })
+            }
+        };
         let index = IndexView::new(index).map_err(|e| malformed("index", e))?;
         let n_blocks = index.index().blocks.len();
-        let questions = QuestionEmbedder::for_model(model.model(), &header.embedder)
-            .map_err(|(embedder, feature)| EngineError::EmbedderMissing { path: display.clone(), embedder, feature })?;
         let engine = Engine {
             path: display,
+            file,
             model,
             header,
             header_digest,
@@ -243,7 +311,6 @@ impl Engine {
             texts_encrypted,
             texts: (0..n_blocks).map(|_| OnceLock::new()).collect(),
             analyzer: Analyzer::default(),
-            questions,
             params: None,
         };
         engine.check_consistency()?;
@@ -279,7 +346,7 @@ impl Engine {
         if index.posting_chunks.iter().any(|c| c.to_native() as usize >= n) {
             return Err(bad("a posting names a chunk that does not exist".into()));
         }
-        if let ModelRef::Static(table) = self.model.model()
+        if let ModelRef::Static(table) = self.model.view.model()
             && (table.dims() != dims || !table.rows_consistent())
         {
             return Err(EngineError::Malformed {
@@ -325,10 +392,32 @@ impl Engine {
     /// Whether the artifact can still be served: `Err` once the mapped file was changed in
     /// place (see [`MappedFile::changed`]); readiness probes report it.
     pub fn check_intact(&self) -> Result<(), EngineError> {
-        match self.model.file().changed() {
+        let model_file = self.model.view.file();
+        let reason = self.file.changed().or_else(|| {
+            // A model shared from an earlier artifact lives in that file's map.
+            if std::ptr::eq(model_file, &*self.file) { None } else { model_file.changed() }
+        });
+        match reason {
             None => Ok(()),
             Some(reason) => Err(EngineError::ArtifactChanged { path: self.path.clone(), reason }),
         }
+    }
+
+    /// The opened file as it was when opened: the registry compares it with what the path
+    /// names now to notice a replaced artifact.
+    pub fn file_stamp(&self) -> FileStamp {
+        self.file.stamp()
+    }
+
+    /// The artifact's path, as it was opened.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether questions are embedded by a slow or remote model (a transformer, an API) rather
+    /// than by a table lookup: such queries must run off the async workers.
+    pub fn embeds_slowly(&self) -> bool {
+        !matches!(self.model.questions, QuestionEmbedder::Static)
     }
 
     fn index(&self) -> &ArchivedIndex {
@@ -337,7 +426,7 @@ impl Engine {
 
     /// Embed a question the way the artifact's chunks were embedded.
     fn embed_question(&self, question: &str) -> Result<Vec<f32>, EngineError> {
-        match (&self.questions, self.model.model()) {
+        match (&self.model.questions, self.model.view.model()) {
             (QuestionEmbedder::Static, ModelRef::Static(table)) => Ok(format::embed::embed(table, question)),
             #[cfg(feature = "openai")]
             (QuestionEmbedder::OpenAi(cache), _) => {
@@ -430,7 +519,7 @@ impl Engine {
             return Ok(b);
         }
         let r = &self.index().blocks[block_no];
-        let raw = &self.model.file_bytes()[self.texts_range.clone()];
+        let raw = &self.file.bytes()[self.texts_range.clone()];
         let start = r.offset.to_native() as usize;
         let sealed = &raw[start..start + r.stored_len.to_native() as usize];
         let compression = match r.compression {

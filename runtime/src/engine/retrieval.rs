@@ -3,12 +3,11 @@
 //! The fusion weights come from the artifact (`format::profiles` sets them at build time);
 //! EVALUATION.md records how each value was chosen.
 
+use super::mapped::native_f32;
+use super::scoring::{score_rows_f32, score_rows_i8};
 use format::ArchivedDenseVectors;
 use format::ArchivedIndex;
 use format::analyze::Analyzer;
-use format::embed::{score_rows_f32, score_rows_i8};
-
-use crate::mapped::native_f32;
 
 /// The fusion parameters of one query: the artifact's, or an override for tuning runs.
 pub type Params = format::FusionParams;

@@ -59,6 +59,58 @@ impl Identity {
     }
 }
 
+/// Which file a path names and what state it is in: device, inode, size and times. The
+/// registry compares stamps to notice an artifact replaced by rename (a new inode) or
+/// rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt as _;
+        #[cfg(unix)]
+        let (dev, ino) = (meta.dev(), meta.ino());
+        #[cfg(not(unix))]
+        let (dev, ino) = (0, 0);
+        FileStamp { dev, ino, len: meta.len(), modified: meta.modified().ok() }
+    }
+
+    /// The stamp of what `path` names now (following symbolic links, as opening it does).
+    pub fn of_path(path: &Path) -> std::io::Result<FileStamp> {
+        std::fs::metadata(path).map(|m| FileStamp::of(&m))
+    }
+}
+
+impl Identity {
+    /// Same length and modification time: all that can be asked of a file that is no longer
+    /// linked anywhere, because unlinking it (a new artifact renamed over its path) changed its
+    /// status-change time without touching its bytes.
+    fn same_contents(&self, other: &Identity) -> bool {
+        self.len == other.len && self.modified == other.modified
+    }
+}
+
+/// Whether the file has no name left: it was replaced (renamed over) or deleted. Nobody can
+/// open it anew, so only a writer that already had it open could still change it.
+fn unlinked(meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        meta.nlink() == 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        false
+    }
+}
+
 /// A read-only view of an artifact file: a memory map, or a private copy.
 pub struct MappedFile {
     backing: Backing,
@@ -66,6 +118,7 @@ pub struct MappedFile {
     /// whatever has since been renamed over its path.
     file: File,
     identity: Identity,
+    stamp: FileStamp,
 }
 
 impl std::fmt::Debug for MappedFile {
@@ -84,6 +137,7 @@ impl MappedFile {
         // A regular file only: a FIFO would block the open, a device would map or read forever.
         let (mut file, meta) = format::fsio::open_regular(path)?;
         let identity = Identity::of(&meta);
+        let stamp = FileStamp::of(&meta);
         let backing = match mode {
             LoadMode::Map => {
                 // SAFETY: the map is read-only (memmap2 maps it shared). The hazard of any
@@ -105,7 +159,12 @@ impl MappedFile {
                 Backing::Copy(buf)
             }
         };
-        Ok(MappedFile { backing, file, identity })
+        Ok(MappedFile { backing, file, identity, stamp })
+    }
+
+    /// The file as it was when opened.
+    pub fn stamp(&self) -> FileStamp {
+        self.stamp
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -124,7 +183,7 @@ impl MappedFile {
         match self.file.metadata() {
             Ok(meta) => {
                 let now = Identity::of(&meta);
-                if now == self.identity {
+                if now == self.identity || (unlinked(&meta) && now.same_contents(&self.identity)) {
                     None
                 } else if now.len != self.identity.len {
                     Some(format!(
@@ -159,21 +218,21 @@ impl MappedFile {
 /// The model section (the embedder), read in place from the map after one validation.
 #[derive(Debug)]
 pub struct ModelView {
-    file: MappedFile,
+    file: std::sync::Arc<MappedFile>,
     range: Range<usize>,
     format_version: u32,
 }
 
 impl ModelView {
     /// Validate `file[range]` as a model section of an artifact written as `format_version`.
-    pub fn new(file: MappedFile, range: Range<usize>, format_version: u32) -> Result<Self, (MappedFile, String)> {
+    pub fn new(file: std::sync::Arc<MappedFile>, range: Range<usize>, format_version: u32) -> Result<Self, String> {
         let checked = match file.bytes().get(range.clone()) {
             Some(bytes) => format::embed::check_model_section(bytes, format_version),
             None => Err("the section lies outside the file".to_string()),
         };
         match checked {
             Ok(()) => Ok(ModelView { file, range, format_version }),
-            Err(e) => Err((file, e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -187,11 +246,6 @@ impl ModelView {
             // SAFETY: as above.
             ModelRef::from_current(unsafe { rkyv::access_unchecked::<ArchivedEmbedderModel>(bytes) })
         }
-    }
-
-    /// The whole mapped file.
-    pub fn file_bytes(&self) -> &[u8] {
-        self.file.bytes()
     }
 
     pub fn file(&self) -> &MappedFile {

@@ -1,0 +1,195 @@
+//! The one entry point every transport uses (stdin, HTTP, `lore query`, later chat): validate
+//! a request, choose its engine (knowledge base, variant), run the query, record metrics, and
+//! map every failure to one [`ApiError`]. Work that may block runs off the async workers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::api::{Answer, ApiError, ErrorCode, QueryRequest};
+use crate::metrics::Metrics;
+use crate::registry::{Loaded, Registry, Report, Trigger};
+
+/// Who is asking, from outside the request body: the HTTP path and headers.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    /// The knowledge base named by the path (`/v1/kb/NAME/query`).
+    pub kb: Option<String>,
+    /// `X-Lore-Variant`.
+    pub variant: Option<String>,
+    /// `X-Lore-User`.
+    pub user: Option<String>,
+}
+
+/// The service: a registry of engines and the process's metrics.
+#[derive(Debug)]
+pub struct Service {
+    registry: Registry,
+    metrics: Arc<Metrics>,
+}
+
+/// A value given in two places must agree.
+fn merge(field: &str, from_route: Option<String>, from_body: Option<String>) -> Result<Option<String>, ApiError> {
+    match (from_route, from_body) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("`{field}` is \"{b}\" in the body but \"{a}\" in the path or headers"),
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+impl Service {
+    pub fn new(registry: Registry, metrics: Arc<Metrics>) -> Service {
+        Service { registry, metrics }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Validate and choose the engine: everything but the query itself, cheap enough for an
+    /// async worker.
+    fn prepare(&self, req: &mut QueryRequest, route: Route) -> Result<(Arc<Loaded>, crate::api::Assignment), ApiError> {
+        let merged = merge("kb", route.kb, req.kb.take()).and_then(|kb| {
+            req.kb = kb;
+            req.variant = merge("variant", route.variant, req.variant.take())?;
+            req.user = merge("user", route.user, req.user.take())?;
+            req.options()?;
+            Ok(())
+        });
+        let picked =
+            merged.and_then(|()| self.registry.pick(req.kb.as_deref(), req.variant.as_deref(), req.user.as_deref()));
+        picked.inspect_err(|e| {
+            // Only configured names become labels: an unknown knowledge base counts as "".
+            let kb = self.registry.kb(req.kb.as_deref()).map_or("", |k| k.name.as_str());
+            self.metrics.refused(kb, e.code.as_str());
+        })
+    }
+
+    /// Run the query on the chosen engine and record it. Synchronous: may embed the question
+    /// with a model or a remote API.
+    fn run(
+        &self,
+        loaded: &Loaded,
+        assignment: crate::api::Assignment,
+        req: &QueryRequest,
+        request_id: &str,
+    ) -> Result<Answer, ApiError> {
+        let started = Instant::now();
+        // `prepare` validated the options.
+        let opts = req.options()?;
+        let m = &loaded.metrics;
+        match loaded.engine.query_with(&req.q, opts) {
+            Ok(answer) => {
+                m.latency.observe(started.elapsed().as_secs_f64());
+                m.ok.inc();
+                if answer.on_topic {
+                    m.on_topic.inc()
+                } else {
+                    m.off_topic.inc()
+                };
+                Ok(Answer::new(&loaded.kb, &loaded.variant, assignment, answer))
+            }
+            Err(e) => {
+                let api = ApiError::from(&e);
+                m.failed(&self.metrics, api.code.as_str());
+                if api.code == ErrorCode::EmbedderUnavailable {
+                    tracing::warn!(request_id, kb = %loaded.kb, variant = %loaded.variant, "query failed: {e}");
+                } else {
+                    tracing::error!(request_id, kb = %loaded.kb, variant = %loaded.variant, "query failed: {e}");
+                }
+                Err(api)
+            }
+        }
+    }
+
+    /// Answer on this thread (stdin, `lore query`).
+    pub fn answer_blocking(&self, mut req: QueryRequest, route: Route, request_id: &str) -> Result<Answer, ApiError> {
+        let (loaded, assignment) = self.prepare(&mut req, route)?;
+        self.run(&loaded, assignment, &req, request_id)
+    }
+
+    /// Answer from an async task. The request holds one engine from start to end. A question
+    /// embedded by a model or a remote API runs on the blocking pool; one embedded by table
+    /// lookup (tens of microseconds) runs in place, because handing it to another thread costs
+    /// more than the query (BENCHMARKS.md, "service layer").
+    pub async fn answer(
+        self: &Arc<Self>,
+        mut req: QueryRequest,
+        route: Route,
+        request_id: Arc<str>,
+    ) -> Result<Answer, ApiError> {
+        let (loaded, assignment) = self.prepare(&mut req, route)?;
+        if !loaded.engine.embeds_slowly() {
+            return self.run(&loaded, assignment, &req, &request_id);
+        }
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || service.run(&loaded, assignment, &req, &request_id)).await.unwrap_or_else(
+            |e| {
+                tracing::error!("a query task failed: {e}");
+                Err(ApiError::new(ErrorCode::Internal, crate::api::INTERNAL_ERROR_MESSAGE))
+            },
+        )
+    }
+
+    /// Re-read the configuration (when serving one) and load every artifact that changed, on
+    /// the blocking pool. `force` also retries files rejected before.
+    pub async fn reload(self: &Arc<Self>, trigger: Trigger, force: bool) -> Result<Vec<Report>, ApiError> {
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || service.reload_blocking(trigger, force)).await.unwrap_or_else(|e| {
+            tracing::error!("a reload task failed: {e}");
+            Err(ApiError::new(ErrorCode::Internal, crate::api::INTERNAL_ERROR_MESSAGE))
+        })
+    }
+
+    pub fn reload_blocking(&self, trigger: Trigger, force: bool) -> Result<Vec<Report>, ApiError> {
+        if force {
+            // The watcher only looks at files; signals and the admin call re-read the config.
+            self.registry.reread_config().map_err(|e| {
+                tracing::error!(trigger = trigger.as_str(), "reload refused, nothing changed: {e}");
+                ApiError::new(ErrorCode::ReloadFailed, e.to_string())
+            })?;
+        }
+        Ok(self.registry.reload(trigger, force))
+    }
+}
+
+/// Request ids: the client's `X-Request-Id` when it is sane, else this process's random prefix
+/// and a counter.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> RequestIds {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        RequestIds { prefix: format!("{:08x}", h.finish() as u32), next: AtomicU64::new(1) }
+    }
+}
+
+/// Longest client-given request id kept.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+impl RequestIds {
+    /// The client's id if it is 1 to 128 visible ASCII characters, else a new one.
+    pub fn take_or_make(&self, given: Option<&[u8]>) -> Arc<str> {
+        if let Some(id) = given
+            && !id.is_empty()
+            && id.len() <= MAX_REQUEST_ID_LEN
+            && id.iter().all(|b| b.is_ascii_graphic())
+            && let Ok(text) = std::str::from_utf8(id)
+        {
+            return Arc::from(text);
+        }
+        Arc::from(format!("{}-{:x}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed)))
+    }
+}
