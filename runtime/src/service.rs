@@ -86,6 +86,7 @@ impl Service {
         let m = &loaded.metrics;
         match loaded.engine.query_with(&req.q, opts) {
             Ok(answer) => {
+                tracing::debug!(request_id, kb = %loaded.kb, variant = %loaded.variant, took_us = answer.took_us, on_topic = answer.on_topic, "answered");
                 m.latency.observe(started.elapsed().as_secs_f64());
                 m.ok.inc();
                 if answer.on_topic {
@@ -114,10 +115,11 @@ impl Service {
         self.run(&loaded, assignment, &req, request_id)
     }
 
-    /// Answer from an async task. The request holds one engine from start to end. A question
-    /// embedded by a model or a remote API runs on the blocking pool; one embedded by table
-    /// lookup (tens of microseconds) runs in place, because handing it to another thread costs
-    /// more than the query (BENCHMARKS.md, "service layer").
+    /// Answer from an async task. The request holds one engine from start to end. A query that
+    /// may block (a model or remote API embeds the question, or the table is large) runs on the
+    /// blocking pool; a quick one (a table lookup and a scan of a few thousand rows, tens of
+    /// microseconds) runs in place, where a handoff to another thread would cost as much as
+    /// the query itself.
     pub async fn answer(
         self: &Arc<Self>,
         mut req: QueryRequest,
@@ -125,7 +127,7 @@ impl Service {
         request_id: Arc<str>,
     ) -> Result<Answer, ApiError> {
         let (loaded, assignment) = self.prepare(&mut req, route)?;
-        if !loaded.engine.embeds_slowly() {
+        if !loaded.engine.may_block() {
             return self.run(&loaded, assignment, &req, &request_id);
         }
         let service = self.clone();

@@ -104,7 +104,7 @@ fn two_builds(bin: &Path, model: &Path, kb: &Path, work: &Path, slug: &str, key:
     let mut out = Vec::new();
     for version in ["1.0.0", "1.0.1"] {
         let path = work.join(format!("{slug}-{version}.lore"));
-        let status = Command::new(bin.join("lorec"))
+        let built = Command::new(bin.join("lorec"))
             .arg("build")
             .arg(kb)
             .arg("-o")
@@ -114,9 +114,9 @@ fn two_builds(bin: &Path, model: &Path, kb: &Path, work: &Path, slug: &str, key:
             .args(["--artifact-version", version, "--no-cache"])
             .env("LORE_KEY", key)
             .env("LORE_LOG", "warn")
-            .status()?;
-        if !status.success() {
-            bail!("lorec build {} failed", kb.display());
+            .output()?;
+        if !built.status.success() {
+            bail!("lorec build {} failed:\n{}", kb.display(), String::from_utf8_lossy(&built.stderr));
         }
         out.push(path);
     }

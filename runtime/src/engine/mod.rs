@@ -41,6 +41,10 @@ pub enum EngineError {
     Malformed { path: String, section: &'static str, message: String },
 }
 
+/// Above this many chunks a query scans long enough (about 100 µs at 4,096 int8 rows; 2 ms at
+/// 100k, BENCHMARKS.md) to belong on the blocking pool rather than an async worker.
+pub const QUICK_QUERY_MAX_CHUNKS: usize = 4096;
+
 /// Serves queries from one artifact. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Engine {
@@ -414,10 +418,11 @@ impl Engine {
         &self.path
     }
 
-    /// Whether questions are embedded by a slow or remote model (a transformer, an API) rather
-    /// than by a table lookup: such queries must run off the async workers.
-    pub fn embeds_slowly(&self) -> bool {
-        !matches!(self.model.questions, QuestionEmbedder::Static)
+    /// Whether a query may hold its thread longer than an async worker should be held (about
+    /// 100 µs): questions embedded by a transformer or a remote API, or a table of more than
+    /// [`QUICK_QUERY_MAX_CHUNKS`] chunks to scan.
+    pub fn may_block(&self) -> bool {
+        !matches!(self.model.questions, QuestionEmbedder::Static) || self.index().chunks.len() > QUICK_QUERY_MAX_CHUNKS
     }
 
     fn index(&self) -> &ArchivedIndex {
