@@ -715,7 +715,10 @@ mod tests {
         let analyzer = Analyzer::default();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/persona");
         let mut questions = Vec::new();
-        for entry in std::fs::read_dir(&root).expect("eval/persona") {
+        let files = std::fs::read_dir(&root)
+            .expect("eval/persona")
+            .chain(std::fs::read_dir(root.join("v2")).expect("eval/persona/v2"));
+        for entry in files {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "jsonl") {
                 for line in std::fs::read_to_string(&path).expect("read").lines().filter(|l| !l.trim().is_empty()) {
@@ -724,7 +727,7 @@ mod tests {
                 }
             }
         }
-        assert!(questions.len() > 100, "the evaluation sets were not found");
+        assert!(questions.len() > 700, "the evaluation sets were not all found ({} questions)", questions.len());
         let mut repeats = Vec::new();
         let stored = super::BACKGROUND_QUESTIONS.lines().chain(super::PERSONA_QUESTIONS.lines());
         for background in stored.filter(|l| !l.trim().is_empty()) {

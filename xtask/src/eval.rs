@@ -9,6 +9,8 @@ use anyhow::{Context as _, Result, bail};
 pub const EVAL_KEY: &str = "ZXZhbC1rZXktbm90LWZvci1yZWFsLXVzZS0wMDAwMDA=";
 
 struct Question {
+    /// Which knowledge base the question is for, in the v2 résumé sets.
+    kb: Option<String>,
     q: String,
     expect: Vec<String>,
     kind: String,
@@ -28,11 +30,13 @@ pub struct Scores {
     pub median_took_us: f64,
 }
 
-pub fn run(root: &Path, what: &str, tune: bool) -> Result<()> {
-    match what {
-        "persona" => persona(root),
-        "scifact" => crate::scifact::run(root, tune),
-        other => bail!("unknown eval `{other}`; try `cargo xtask eval persona` or `cargo xtask eval scifact`"),
+pub fn run(root: &Path, what: &str, tune: bool, split: Option<&str>) -> Result<()> {
+    match (what, split) {
+        ("persona", Some(split @ ("dev" | "holdout"))) => persona_v2(root, split),
+        ("persona", Some(other)) => bail!("unknown split `{other}`; use `--split dev` or `--split holdout`"),
+        ("persona", None) => persona(root),
+        ("scifact", _) => crate::scifact::run(root, tune),
+        (other, _) => bail!("unknown eval `{other}`; try `cargo xtask eval persona` or `cargo xtask eval scifact`"),
     }
 }
 
@@ -104,6 +108,7 @@ fn load(path: &Path) -> Result<Vec<Question>> {
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l)?;
             Ok(Question {
+                kb: v["kb"].as_str().map(String::from),
                 q: v["q"].as_str().context("q")?.to_string(),
                 expect: v["expect"]
                     .as_array()
@@ -120,11 +125,14 @@ fn load(path: &Path) -> Result<Vec<Question>> {
 /// Ask every question through `lore serve` on stdin. Rankings are scored with
 /// `include_off_topic`, so retrieval and topic detection are measured separately.
 pub fn score(lore: &Path, artifact: &Path, questions: &Path) -> Result<Scores> {
-    let qs = load(questions)?;
+    score_questions(lore, artifact, &load(questions)?)
+}
+
+fn score_questions(lore: &Path, artifact: &Path, qs: &[Question]) -> Result<Scores> {
     let mut child = crate::bench::lore_serve(lore, artifact, EVAL_KEY).spawn()?;
     {
         let mut stdin = child.stdin.take().context("stdin")?;
-        for q in &qs {
+        for q in qs {
             writeln!(stdin, "{}", serde_json::json!({"q": q.q, "k": 5, "include_off_topic": true}))?;
         }
     }
@@ -159,4 +167,86 @@ pub fn score(lore: &Path, artifact: &Path, questions: &Path) -> Result<Scores> {
     took.sort_by(f64::total_cmp);
     s.median_took_us = took.get(took.len() / 2).copied().unwrap_or(0.0);
     Ok(s)
+}
+
+/// `cargo xtask eval persona --split dev|holdout`: the v2 sets in `eval/persona/v2/` (at least
+/// 110 on-topic questions per kind of knowledge base, half paraphrases, and 110 off-topic ones
+/// asked of every knowledge base). Tune on `dev` only; `holdout` is measured once, at the end.
+fn persona_v2(root: &Path, split: &str) -> Result<()> {
+    let model = crate::model::model_for_env(root)?;
+    crate::run_checked(crate::cargo().args(["build", "--release", "--bins", "--all-features", "--quiet"]))?;
+    let bin = root.join("target/release");
+    let work = root.join("target/eval");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let v2 = root.join("eval/persona/v2");
+    let off_topic = load(&v2.join(format!("off-topic.{split}.jsonl")))?;
+    let resumes_qs = load(&v2.join(format!("resumes.{split}.jsonl")))?;
+    let resumes = root.join("../shared/fixtures/resumes");
+    let mut kbs: Vec<(String, PathBuf, Vec<Question>)> = vec![
+        ("seed-kb (fixed)".into(), crate::bench::fixed_seed_kb(root, &work)?, load(&v2.join(format!("seed-kb.{split}.jsonl")))?),
+        ("data/".into(), root.join("data"), load(&v2.join(format!("data.{split}.jsonl")))?),
+    ];
+    for (name, file) in [
+        ("richard-hendriks", "jsonresume/richard-hendriks.sample.resume.json"),
+        ("maya-okonkwo", "jsonresume/maya-okonkwo.new-grad.resume.json"),
+        ("alice-chen", "rendercv/alice-chen.standard_full.yaml"),
+        ("zhen-wei", "rendercv/zhen-wei.academic.yaml"),
+        ("john-doe", "rendercv/john-doe.ClassicTheme_CV.yaml"),
+    ] {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let source = resumes.join(file).canonicalize().with_context(|| format!("cannot find {file}"))?;
+        std::os::unix::fs::symlink(&source, dir.join(source.file_name().context("file name")?))?;
+        let qs = resumes_qs
+            .iter()
+            .filter(|q| q.kb.as_deref() == Some(name))
+            .map(|q| Question { kb: None, q: q.q.clone(), expect: q.expect.clone(), kind: q.kind.clone() })
+            .collect();
+        kbs.push((format!("résumé {name}"), dir, qs));
+    }
+    println!("split: {split} (eval/persona/v2/*.{split}.jsonl; {} off-topic questions asked of every knowledge base)\n", off_topic.len());
+    println!(
+        "| knowledge base | recall@1 | recall@5 | recall@5 direct | recall@5 paraphrases | on-topic refused (false refusals) | off-topic refused | median query |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut total = Scores::default();
+    let pct = |n: usize, d: usize| format!("{:.1}% ({n}/{d})", 100.0 * n as f64 / d.max(1) as f64);
+    for (name, dir, mut qs) in kbs {
+        qs.extend(off_topic.iter().map(|q| Question { kb: None, q: q.q.clone(), expect: Vec::new(), kind: q.kind.clone() }));
+        let slug: String = name.chars().filter(|c| c.is_alphanumeric()).collect();
+        let artifact = work.join(format!("{slug}.lore"));
+        crate::bench::lorec_build(&bin, &model, &dir, &artifact, None, EVAL_KEY)?;
+        let s = score_questions(&bin.join("lore"), &artifact, &qs)?;
+        let direct = s.on_topic - s.paraphrases;
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {:.0} µs |",
+            pct(s.recall1, s.on_topic),
+            pct(s.recall5, s.on_topic),
+            pct(s.recall5 - s.paraphrase_recall5, direct),
+            pct(s.paraphrase_recall5, s.paraphrases),
+            pct(s.refused_on_topic, s.on_topic),
+            pct(s.refused_off_topic, s.off_topic),
+            s.median_took_us
+        );
+        total.on_topic += s.on_topic;
+        total.paraphrases += s.paraphrases;
+        total.off_topic += s.off_topic;
+        total.recall1 += s.recall1;
+        total.recall5 += s.recall5;
+        total.paraphrase_recall5 += s.paraphrase_recall5;
+        total.refused_off_topic += s.refused_off_topic;
+        total.refused_on_topic += s.refused_on_topic;
+    }
+    let direct = total.on_topic - total.paraphrases;
+    println!(
+        "| **all** | {} | {} | {} | {} | {} | {} | |",
+        pct(total.recall1, total.on_topic),
+        pct(total.recall5, total.on_topic),
+        pct(total.recall5 - total.paraphrase_recall5, direct),
+        pct(total.paraphrase_recall5, total.paraphrases),
+        pct(total.refused_on_topic, total.on_topic),
+        pct(total.refused_off_topic, total.off_topic),
+    );
+    Ok(())
 }

@@ -23,7 +23,8 @@ tasks:
   demo          compile data/, answer one question, then serve it over HTTP [ADDR]
   bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run, --service for
                 only the service-layer table (swap time, throughput while swapping, RSS)
-  eval persona  retrieval and topic-detection quality on the persona sets (see EVALUATION.md)
+  eval persona  retrieval and topic-detection quality on the persona sets (see EVALUATION.md);
+                --split dev|holdout for the larger v2 sets (tune on dev; holdout once, at the end)
   eval scifact  BEIR SciFact nDCG@10 / Recall@100, train and test; --tune grid-searches on train
   synth N DIR   write the deterministic synthetic knowledge base of N chunks that bench uses into DIR
   fuzz TARGET|all [--secs N] [--engine auto|libfuzzer|stable]
@@ -48,7 +49,8 @@ fn run() -> Result<()> {
         Some("demo") => demo(&root, args.get(1).map(String::as_str).unwrap_or("127.0.0.1:8080")),
         Some("bench") => bench::run(&root, args.iter().any(|a| a == "--quick"), args.iter().any(|a| a == "--service")),
         Some("eval") => {
-            eval::run(&root, args.get(1).map(String::as_str).unwrap_or("persona"), args.iter().any(|a| a == "--tune"))
+            let split = args.iter().position(|a| a == "--split").and_then(|i| args.get(i + 1)).map(String::as_str);
+            eval::run(&root, args.get(1).map(String::as_str).unwrap_or("persona"), args.iter().any(|a| a == "--tune"), split)
         }
         Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("synth") => match (args.get(1).and_then(|n| n.parse().ok()), args.get(2)) {
