@@ -253,19 +253,29 @@ pub struct TopicRule {
     pub min_margin: f32,
     pub probe_weight: f32,
     pub coverage_weight: f32,
+    /// Added to `min_margin` for a question without a second-person word (format v4).
+    pub unaddressed_margin: f32,
 }
 
+/// The words that put a question to the persona: visitors ask a persona chatbot about
+/// "you"; questions about other people, general knowledge and requests for code rarely say it.
+pub const ADDRESS_TERMS: &[&str] =
+    &["you", "your", "yours", "yourself", "yourselves", "you've", "you're", "you'd", "you'll", "u", "ur"];
+
 /// Persona knowledge bases, static (Model2Vec) embedders.
-pub const TOPIC_STATIC: TopicRule = TopicRule { min_margin: -0.01, probe_weight: 0.75, coverage_weight: 0.05 };
+pub const TOPIC_STATIC: TopicRule =
+    TopicRule { min_margin: -0.16, probe_weight: 0.5, coverage_weight: 0.0, unaddressed_margin: 0.5 };
 /// Persona knowledge bases, transformer and API embedders.
-pub const TOPIC_CONTEXTUAL: TopicRule = TopicRule { min_margin: -0.07, probe_weight: 0.75, coverage_weight: 0.0 };
+pub const TOPIC_CONTEXTUAL: TopicRule =
+    TopicRule { min_margin: -0.09, probe_weight: 0.75, coverage_weight: 0.0, unaddressed_margin: 0.5 };
 /// Document collections, static embedders: questions to a document collection are not
 /// addressed to anyone, so the persona probes do not apply and lexical coverage counts more.
 /// No topic set exists for documents yet; these are the constants first chosen for personas.
-pub const TOPIC_STATIC_DOCUMENTS: TopicRule = TopicRule { min_margin: 0.04, probe_weight: 0.5, coverage_weight: 0.35 };
+pub const TOPIC_STATIC_DOCUMENTS: TopicRule =
+    TopicRule { min_margin: 0.04, probe_weight: 0.5, coverage_weight: 0.35, unaddressed_margin: 0.0 };
 /// Document collections, transformer and API embedders (see [`TOPIC_STATIC_DOCUMENTS`]).
 pub const TOPIC_CONTEXTUAL_DOCUMENTS: TopicRule =
-    TopicRule { min_margin: -0.03, probe_weight: 0.5, coverage_weight: 0.15 };
+    TopicRule { min_margin: -0.03, probe_weight: 0.5, coverage_weight: 0.15, unaddressed_margin: 0.0 };
 
 /// Below this best-chunk similarity nothing in the knowledge base is related at all.
 pub const TOPIC_MIN_SIMILARITY: f32 = 0.15;
@@ -340,7 +350,8 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     });
     let titles: Vec<&str> = units.iter().flat_map(|u| u.titles.iter().map(String::as_str)).collect();
     let persona = fusion == format::profiles::PERSONA;
-    let calibration = calibrate(embedder, &mut vectors_cache, &titles, persona)?;
+    let names: Vec<&str> = units.iter().flat_map(|u| u.names.iter().map(String::as_str)).collect();
+    let calibration = calibrate(embedder, &mut vectors_cache, &titles, &names, persona)?;
     vectors_cache.save();
     phase.done("calibration");
     let encrypt = opts.key.is_some();
@@ -661,12 +672,30 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
+/// The second-person words, and the words of the persona's name ("Where did Richard teach?"
+/// is put to Richard Hendriks as much as "Where did you teach?"), lowercased, sorted.
+fn address_terms(names: &[&str]) -> Vec<String> {
+    const HONORIFICS: &[&str] = &["dr", "mr", "mrs", "ms", "prof", "sir"];
+    let mut terms: Vec<String> = ADDRESS_TERMS.iter().map(|t| t.to_string()).collect();
+    for name in names {
+        for word in name.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase) {
+            if word.chars().count() >= 2 && !HONORIFICS.contains(&word.as_str()) {
+                terms.push(word);
+            }
+        }
+    }
+    terms.sort();
+    terms.dedup();
+    terms
+}
+
 /// Embed the background questions into the artifact: at query time a question is on topic
 /// when it is closer to this knowledge base than to generic questions (by the margin).
 fn calibrate(
     embedder: &Embedder,
     cache: &mut EmbeddingCache,
     titles: &[&str],
+    names: &[&str],
     persona: bool,
 ) -> Result<Calibration, EmbedderError> {
     let lines = |text: &'static str| text.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>();
@@ -694,6 +723,9 @@ fn calibrate(
         min_margin: rule.min_margin,
         probe_weight: rule.probe_weight,
         coverage_weight: rule.coverage_weight,
+        // Document collections are not addressed to anyone.
+        address_terms: if persona { address_terms(names) } else { Vec::new() },
+        unaddressed_margin: if persona { rule.unaddressed_margin } else { 0.0 },
     })
 }
 
@@ -706,6 +738,16 @@ mod tests {
     /// Analysed terms of a question: stemmed, stop words out.
     fn terms(analyzer: &Analyzer, text: &str) -> BTreeSet<String> {
         analyzer.terms(text).into_iter().collect()
+    }
+
+    #[test]
+    fn the_persona_is_addressed_by_second_person_words_and_by_name() {
+        let terms = super::address_terms(&["Dr. Zhen Wei", "Maren Okafor-Lindqvist"]);
+        for t in ["you", "your", "zhen", "wei", "maren", "okafor", "lindqvist"] {
+            assert!(terms.iter().any(|x| x == t), "{t} missing from {terms:?}");
+        }
+        assert!(!terms.iter().any(|x| x == "dr"), "honorifics are not names: {terms:?}");
+        assert!(terms.windows(2).all(|w| w[0] < w[1]), "sorted and deduplicated: {terms:?}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::chunk::{CHUNKER_VERSION, Chunk};
 use crate::diag::{Diagnostic, Label, Pos, Severity};
 
 /// Bump when block packing, analysis or this layout changes, so old cache entries miss.
-const UNIT_VERSION: u32 = 2;
+const UNIT_VERSION: u32 = 3;
 
 /// Target plaintext size of one text block: small enough that opening a hit costs
 /// microseconds, large enough for zstd to find repetition. Blocks never span two files, so a
@@ -66,6 +66,9 @@ pub struct Unit {
     /// Chunks in the file before the audience filter.
     pub chunks_found: u32,
     pub titles: Vec<String>,
+    /// The persona's name as this file states it (a JSON Resume's `basics`, a RenderCV `cv`,
+    /// a top-level `profile` or `about` with a `name`), for topic detection.
+    pub names: Vec<String>,
     pub blocks: Vec<UnitBlock>,
     pub vectors: UnitVectors,
     /// The file's own BM25 vocabulary; `chunk_terms` index into it.
@@ -91,6 +94,7 @@ impl Unit {
             warnings: warnings.iter().map(|d| CachedDiagnostic::from(*d)).collect(),
             chunks_found: chunks_found as u32,
             titles: chunks.iter().map(|c| c.title.clone()).collect(),
+            names: chunks.iter().filter_map(|c| persona_name(c)).collect(),
             blocks: pack_blocks(chunks),
             vectors: store_vectors(vectors, format),
             terms: Vec::new(),
@@ -159,6 +163,15 @@ impl Unit {
         let file = file.to_string();
         self.warnings.iter().map(move |w| w.to_diagnostic(&file))
     }
+}
+
+/// The persona's name, if `chunk` is the entity that introduces the persona: its `Name:` line.
+fn persona_name(chunk: &Chunk) -> Option<String> {
+    const INTRODUCTIONS: &[&str] = &["/basics", "/cv", "/profile", "/about", "/personal_info", "/persona", "/me"];
+    if !INTRODUCTIONS.contains(&chunk.path.as_str()) {
+        return None;
+    }
+    chunk.text.lines().find_map(|l| l.strip_prefix("Name: ")).map(|n| n.trim().to_string()).filter(|n| !n.is_empty())
 }
 
 fn pack_blocks(chunks: &[&Chunk]) -> Vec<UnitBlock> {

@@ -351,6 +351,14 @@ pub struct Calibration {
     pub min_margin: f32,
     pub probe_weight: f32,
     pub coverage_weight: f32,
+    /// Words that show a question speaks to the persona (second-person words for persona
+    /// knowledge bases; empty for document collections). Analysed as the runtime analyses a
+    /// question's words: lowercased, not stemmed.
+    pub address_terms: Vec<String>,
+    /// What a question with none of `address_terms` adds to `min_margin`, scaled by the share
+    /// of its terms the knowledge base lacks (`× (1 − coverage)`): a question not put to the
+    /// persona must use the knowledge base's own words or be closer to it (format v4).
+    pub unaddressed_margin: f32,
 }
 
 /// How the runtime fuses BM25 and dense scores for this artifact; see `crate::profiles`.
@@ -388,6 +396,89 @@ pub struct Index {
     pub vectors: DenseVectors,
     pub calibration: Calibration,
     pub fusion: FusionParams,
+}
+
+/// The index as format versions 1 to 3 stored it: a calibration without the addressing terms.
+/// Read through [`upgrade_index`].
+pub mod v3 {
+    use rkyv::{Archive, Deserialize, Serialize};
+
+    use super::{BlockRef, ChunkRef, DenseVectors, FusionParams, IdMap};
+
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub struct Calibration {
+        pub background: Vec<f32>,
+        pub probes: Vec<f32>,
+        pub min_similarity: f32,
+        pub min_margin: f32,
+        pub probe_weight: f32,
+        pub coverage_weight: f32,
+    }
+
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub struct Index {
+        pub chunks: Vec<ChunkRef>,
+        pub blocks: Vec<BlockRef>,
+        pub terms: IdMap,
+        pub term_starts: Vec<u32>,
+        pub posting_chunks: Vec<u32>,
+        pub posting_tfs: Vec<u16>,
+        pub chunk_lens: Vec<u32>,
+        pub avg_chunk_len: f32,
+        pub dims: u32,
+        pub vectors: DenseVectors,
+        pub calibration: Calibration,
+        pub fusion: FusionParams,
+    }
+
+    impl From<Index> for super::Index {
+        /// A v3 index reads as a v4 one whose topic rule has no addressing term.
+        fn from(i: Index) -> super::Index {
+            let c = i.calibration;
+            super::Index {
+                chunks: i.chunks,
+                blocks: i.blocks,
+                terms: i.terms,
+                term_starts: i.term_starts,
+                posting_chunks: i.posting_chunks,
+                posting_tfs: i.posting_tfs,
+                chunk_lens: i.chunk_lens,
+                avg_chunk_len: i.avg_chunk_len,
+                dims: i.dims,
+                vectors: i.vectors,
+                calibration: super::Calibration {
+                    background: c.background,
+                    probes: c.probes,
+                    min_similarity: c.min_similarity,
+                    min_margin: c.min_margin,
+                    probe_weight: c.probe_weight,
+                    coverage_weight: c.coverage_weight,
+                    address_terms: Vec::new(),
+                    unaddressed_margin: 0.0,
+                },
+                fusion: i.fusion,
+            }
+        }
+    }
+}
+
+/// The decrypted index section of an artifact written as `format_version`, in the current
+/// layout: v4 bytes as they are; v1–v3 bytes validated, converted and serialised again (a
+/// one-time cost at open, for old artifacts only).
+pub fn upgrade_index(
+    bytes: crate::container::SectionData,
+    format_version: u32,
+) -> Result<crate::container::SectionData, String> {
+    use rkyv::rancor;
+    if format_version >= 4 {
+        return Ok(bytes);
+    }
+    let old = rkyv::access::<v3::ArchivedIndex, rancor::Error>(&bytes)
+        .map_err(|_| "its bytes are not a valid version 3 index".to_string())?;
+    let old: v3::Index = rkyv::deserialize::<v3::Index, rancor::Error>(old)
+        .map_err(|e| format!("cannot read the version 3 index: {e}"))?;
+    let new: Index = old.into();
+    rkyv::to_bytes::<rancor::Error>(&new).map_err(|e| format!("cannot convert the version 3 index: {e}"))
 }
 
 /// Types as format version 1 stored them, kept so version 1 artifacts stay readable. Only the

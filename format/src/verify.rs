@@ -38,6 +38,8 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
     })?;
     let index_bytes = container.open_section(sealer.as_ref(), SectionKind::Index)?;
     check_hash(SectionKind::Index, &index_bytes)?;
+    let index_bytes = crate::schema::upgrade_index(index_bytes, version)
+        .map_err(|e| ContainerError::Corrupt(format!("the index section is malformed: {e}")))?;
     let index = rkyv::access::<ArchivedIndex, rancor::Error>(&index_bytes).map_err(|_| {
         ContainerError::Corrupt("the index section is malformed: its bytes are not a valid index".into())
     })?;

@@ -118,6 +118,8 @@ pub struct ArtifactRef {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TopicSignals {
+    /// The question speaks to the persona (has one of the artifact's addressing terms).
+    pub addressed: bool,
     pub top3_similarity: f32,
     pub top3_background: f32,
     pub top3_probe: f32,
@@ -175,6 +177,7 @@ impl Answer {
             top_similarity: a.top_similarity,
             background_similarity: a.background_similarity,
             topic: TopicSignals {
+                addressed: a.topic.addressed,
                 top3_similarity: a.topic.top3_similarity,
                 top3_background: a.topic.top3_background,
                 top3_probe: a.topic.top3_probe,

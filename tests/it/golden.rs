@@ -121,3 +121,10 @@ fn golden_v2_is_still_readable() {
 fn golden_v3_is_still_readable() {
     golden_is_still_readable(3);
 }
+
+/// Version 4: the index's calibration carries the addressing terms; v1–v3 indexes are
+/// converted on open.
+#[test]
+fn golden_v4_is_still_readable() {
+    golden_is_still_readable(4);
+}

@@ -100,3 +100,20 @@ fn rendercv_samples_answer_and_leave_out_their_pdf_settings() {
     assert!(!ids.is_empty());
     assert!(ids.iter().all(|id| id.contains("#/cv")), "{ids:?}");
 }
+
+/// `cargo xtask demo` asks this of `data/`; with the v3 topic rule potion refused it
+/// ("off topic ... best similarity 0.462") although the right chunks ranked first.
+#[test]
+fn the_demo_question_is_answered_not_refused() {
+    let tmp = TempDir::new("demo");
+    let out = tmp.path().join("data.lore");
+    build(&workspace().join("data"), &out, &[]);
+    let answer = ask(&out, "What kind of robots do you build?", 5);
+    assert_eq!(answer["on_topic"], true, "{answer}");
+    assert_eq!(answer["topic"]["addressed"], true, "{answer}");
+    for question in ["What did Satya Nadella do before he became CEO?", "Explain how Kubernetes schedules pods"] {
+        let answer = ask(&out, question, 5);
+        assert_eq!(answer["on_topic"], false, "{question}: {answer}");
+        assert_eq!(answer["topic"]["addressed"], false, "{question}");
+    }
+}

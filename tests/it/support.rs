@@ -258,3 +258,12 @@ pub fn read_reply(s: &mut std::net::TcpStream) -> std::io::Result<Reply> {
     let body = String::from_utf8_lossy(&raw[head_end..head_end + len]).into_owned();
     Ok(Reply { status, head, body })
 }
+
+/// The format version this build writes (`format::FORMAT_VERSION`), read from the source so the
+/// tests need not depend on the format crate.
+pub fn format_version_now() -> u64 {
+    let lib = std::fs::read_to_string(workspace().join("format/src/lib.rs")).expect("format/src/lib.rs");
+    lib.lines()
+        .find_map(|l| l.strip_prefix("pub const FORMAT_VERSION: u32 = ")?.strip_suffix(';')?.parse().ok())
+        .expect("FORMAT_VERSION in format/src/lib.rs")
+}

@@ -28,11 +28,36 @@ pub struct Scores {
     pub refused_off_topic: usize,
     pub refused_on_topic: usize,
     pub median_took_us: f64,
+    /// Per question: whether it is off topic, and the topic signals of its answer.
+    pub signals: Vec<(bool, TopicSignals)>,
+}
+
+/// What the runtime's `on_topic` rule reads (`runtime::engine::retrieval::on_topic`).
+#[derive(Debug, Clone, Copy)]
+pub struct TopicSignals {
+    /// The question speaks to the persona (a second-person word).
+    addressed: bool,
+    top: f32,
+    top3: f32,
+    probe3: f32,
+    background3: f32,
+    coverage: f32,
+}
+
+impl TopicSignals {
+    fn on_topic(&self, rule: (f32, f32, f32, f32)) -> bool {
+        let (wp, wc, margin, unaddressed) = rule;
+        let closeness = (1.0 - wp) * self.top3 + wp * self.probe3;
+        // Not put to the persona: the question must use the knowledge base's own words, or be
+        // that much closer (`runtime::engine::retrieval::on_topic`).
+        let margin = if self.addressed { margin } else { margin + unaddressed * (1.0 - self.coverage) };
+        self.top >= 0.15 && closeness - self.background3 + wc * self.coverage >= margin
+    }
 }
 
 pub fn run(root: &Path, what: &str, tune: bool, split: Option<&str>) -> Result<()> {
     match (what, split) {
-        ("persona", Some(split @ ("dev" | "holdout"))) => persona_v2(root, split),
+        ("persona", Some(split @ ("dev" | "holdout"))) => persona_v2(root, split, tune && split == "dev"),
         ("persona", Some(other)) => bail!("unknown split `{other}`; use `--split dev` or `--split holdout`"),
         ("persona", None) => persona(root),
         ("scifact", _) => crate::scifact::run(root, tune),
@@ -129,7 +154,16 @@ pub fn score(lore: &Path, artifact: &Path, questions: &Path) -> Result<Scores> {
 }
 
 fn score_questions(lore: &Path, artifact: &Path, qs: &[Question]) -> Result<Scores> {
-    let mut child = crate::bench::lore_serve(lore, artifact, EVAL_KEY).spawn()?;
+    score_questions_with(lore, artifact, qs, None)
+}
+
+/// [`score_questions`] with `LORE_RETRIEVAL_PARAMS` set to `params` (tuning runs).
+fn score_questions_with(lore: &Path, artifact: &Path, qs: &[Question], params: Option<&str>) -> Result<Scores> {
+    let mut cmd = crate::bench::lore_serve(lore, artifact, EVAL_KEY);
+    if let Some(p) = params {
+        cmd.env("LORE_RETRIEVAL_PARAMS", p);
+    }
+    let mut child = cmd.spawn()?;
     {
         let mut stdin = child.stdin.take().context("stdin")?;
         for q in qs {
@@ -147,6 +181,20 @@ fn score_questions(lore: &Path, artifact: &Path, qs: &[Question]) -> Result<Scor
     for (q, a) in qs.iter().zip(&answers) {
         took.push(a["took_us"].as_f64().unwrap_or(0.0));
         let on = a["on_topic"].as_bool().context("on_topic")?;
+        let t = &a["topic"];
+        let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) as f32;
+        s.signals.push((
+            q.kind == "off_topic",
+            TopicSignals {
+                // The runtime's own reading (second-person words and the persona's name).
+                addressed: t["addressed"].as_bool().unwrap_or(false),
+                top: f(&a["top_similarity"]),
+                top3: f(&t["top3_similarity"]),
+                probe3: f(&t["top3_probe"]),
+                background3: f(&t["top3_background"]),
+                coverage: f(&t["term_coverage"]),
+            },
+        ));
         if q.kind == "off_topic" {
             s.off_topic += 1;
             s.refused_off_topic += usize::from(!on);
@@ -172,7 +220,7 @@ fn score_questions(lore: &Path, artifact: &Path, qs: &[Question]) -> Result<Scor
 /// `cargo xtask eval persona --split dev|holdout`: the v2 sets in `eval/persona/v2/` (at least
 /// 110 on-topic questions per kind of knowledge base, half paraphrases, and 110 off-topic ones
 /// asked of every knowledge base). Tune on `dev` only; `holdout` is measured once, at the end.
-fn persona_v2(root: &Path, split: &str) -> Result<()> {
+fn persona_v2(root: &Path, split: &str, grid: bool) -> Result<()> {
     let model = crate::model::model_for_env(root)?;
     crate::run_checked(crate::cargo().args(["build", "--release", "--bins", "--all-features", "--quiet"]))?;
     let bin = root.join("target/release");
@@ -184,7 +232,11 @@ fn persona_v2(root: &Path, split: &str) -> Result<()> {
     let resumes_qs = load(&v2.join(format!("resumes.{split}.jsonl")))?;
     let resumes = root.join("../shared/fixtures/resumes");
     let mut kbs: Vec<(String, PathBuf, Vec<Question>)> = vec![
-        ("seed-kb (fixed)".into(), crate::bench::fixed_seed_kb(root, &work)?, load(&v2.join(format!("seed-kb.{split}.jsonl")))?),
+        (
+            "seed-kb (fixed)".into(),
+            crate::bench::fixed_seed_kb(root, &work)?,
+            load(&v2.join(format!("seed-kb.{split}.jsonl")))?,
+        ),
         ("data/".into(), root.join("data"), load(&v2.join(format!("data.{split}.jsonl")))?),
     ];
     for (name, file) in [
@@ -205,20 +257,31 @@ fn persona_v2(root: &Path, split: &str) -> Result<()> {
             .collect();
         kbs.push((format!("résumé {name}"), dir, qs));
     }
-    println!("split: {split} (eval/persona/v2/*.{split}.jsonl; {} off-topic questions asked of every knowledge base)\n", off_topic.len());
+    println!(
+        "split: {split} (eval/persona/v2/*.{split}.jsonl; {} off-topic questions asked of every knowledge base)\n",
+        off_topic.len()
+    );
     println!(
         "| knowledge base | recall@1 | recall@5 | recall@5 direct | recall@5 paraphrases | on-topic refused (false refusals) | off-topic refused | median query |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     let mut total = Scores::default();
+    let mut per_kb: Vec<(String, Vec<(bool, TopicSignals)>)> = Vec::new();
+    let mut built: Vec<(PathBuf, Vec<Question>)> = Vec::new();
     let pct = |n: usize, d: usize| format!("{:.1}% ({n}/{d})", 100.0 * n as f64 / d.max(1) as f64);
     for (name, dir, mut qs) in kbs {
-        qs.extend(off_topic.iter().map(|q| Question { kb: None, q: q.q.clone(), expect: Vec::new(), kind: q.kind.clone() }));
+        qs.extend(off_topic.iter().map(|q| Question {
+            kb: None,
+            q: q.q.clone(),
+            expect: Vec::new(),
+            kind: q.kind.clone(),
+        }));
         let slug: String = name.chars().filter(|c| c.is_alphanumeric()).collect();
         let artifact = work.join(format!("{slug}.lore"));
         crate::bench::lorec_build(&bin, &model, &dir, &artifact, None, EVAL_KEY)?;
         let s = score_questions(&bin.join("lore"), &artifact, &qs)?;
         let direct = s.on_topic - s.paraphrases;
+        built.push((artifact.clone(), qs));
         println!(
             "| {name} | {} | {} | {} | {} | {} | {} | {:.0} µs |",
             pct(s.recall1, s.on_topic),
@@ -229,6 +292,7 @@ fn persona_v2(root: &Path, split: &str) -> Result<()> {
             pct(s.refused_off_topic, s.off_topic),
             s.median_took_us
         );
+        per_kb.push((name.clone(), s.signals.clone()));
         total.on_topic += s.on_topic;
         total.paraphrases += s.paraphrases;
         total.off_topic += s.off_topic;
@@ -248,5 +312,97 @@ fn persona_v2(root: &Path, split: &str) -> Result<()> {
         pct(total.refused_on_topic, total.on_topic),
         pct(total.refused_off_topic, total.off_topic),
     );
+    if grid {
+        topic_grid(&per_kb);
+        if std::env::var_os("LORE_EVAL_FUSION_GRID").is_some() {
+            fusion_grid(&bin.join("lore"), &built)?;
+        }
+    }
     Ok(())
+}
+
+/// Search the persona fusion weights (`LORE_RETRIEVAL_PARAMS`) on these questions: recall@5
+/// overall and on paraphrases, summed over every knowledge base. For `--split dev` only.
+fn fusion_grid(lore: &Path, built: &[(PathBuf, Vec<Question>)]) -> Result<()> {
+    let mut points = Vec::new();
+    for b in [0.5f32, 0.75] {
+        for bm25 in [0.0f32, 0.05, 0.1, 0.15, 0.25, 0.4] {
+            for full in [0.0f32, 0.15, 0.4, 1.0, 2.0] {
+                let params = format!("1.2,{b},1.0,{bm25},{full}");
+                let (mut on, mut r5, mut para, mut para5) = (0, 0, 0, 0);
+                for (artifact, qs) in built {
+                    let s = score_questions_with(lore, artifact, qs, Some(&params))?;
+                    on += s.on_topic;
+                    r5 += s.recall5;
+                    para += s.paraphrases;
+                    para5 += s.paraphrase_recall5;
+                }
+                points.push((r5 as f64 / on.max(1) as f64, para5 as f64 / para.max(1) as f64, params));
+            }
+        }
+    }
+    points.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)));
+    println!("\nfusion grid (k1,b,dense,bm25,bm25_full → recall@5 all, paraphrases):\n");
+    for (all, para, params) in points.iter().take(10) {
+        println!("{params}: {:.1}% {:.1}%", all * 100.0, para * 100.0);
+    }
+    Ok(())
+}
+
+/// Search the persona topic rule's constants on these answers' signals: probe weight, coverage
+/// weight and margin, scored by the worst knowledge base's (off-topic refused − on-topic
+/// refused), ties broken by the mean over knowledge bases. For `--split dev` only.
+fn topic_grid(per_kb: &[(String, Vec<(bool, TopicSignals)>)]) {
+    let rates = |rule| -> Vec<(f64, f64)> {
+        per_kb
+            .iter()
+            .map(|(_, signals)| {
+                let (mut off, mut off_refused, mut on, mut on_refused) = (0, 0, 0, 0);
+                for (is_off, s) in signals {
+                    let refused = !s.on_topic(rule);
+                    if *is_off {
+                        off += 1;
+                        off_refused += usize::from(refused);
+                    } else {
+                        on += 1;
+                        on_refused += usize::from(refused);
+                    }
+                }
+                (off_refused as f64 / off.max(1) as f64, on_refused as f64 / on.max(1) as f64)
+            })
+            .collect()
+    };
+    let mut points = Vec::new();
+    for wp in [0.0f32, 0.25, 0.5, 0.75, 1.0] {
+        for wc10 in 0..=10 {
+            for m in -20..=20 {
+                for u in [0.0f32, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 1.0] {
+                    let rule = (wp, wc10 as f32 * 0.05, m as f32 * 0.01, u);
+                    let r = rates(rule);
+                    let worst = r.iter().map(|(o, f)| o - f).fold(f64::INFINITY, f64::min);
+                    let mean = r.iter().map(|(o, f)| o - f).sum::<f64>() / r.len() as f64;
+                    points.push((worst, mean, rule, r));
+                }
+            }
+        }
+    }
+    points.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)));
+    println!(
+        "\ntopic rule grid (worst knowledge base's refused − false refusals; per knowledge base: off-topic refused / on-topic refused):\n"
+    );
+    for (worst, mean, (wp, wc, m, u), r) in points.iter().take(8) {
+        let per: Vec<String> = r.iter().map(|(o, f)| format!("{:.0}/{:.0}", o * 100.0, f * 100.0)).collect();
+        println!(
+            "wp {wp:.2} wc {wc:.2} margin {m:+.2} unaddressed +{u:.2}: worst {worst:.3} mean {mean:.3} | {}",
+            per.join(" ")
+        );
+    }
+    if let Some(best_plain) = points.iter().find(|p| p.2.3 == 0.0) {
+        let (worst, mean, (wp, wc, m, _), r) = best_plain;
+        let per: Vec<String> = r.iter().map(|(o, f)| format!("{:.0}/{:.0}", o * 100.0, f * 100.0)).collect();
+        println!(
+            "best without the addressing term: wp {wp:.2} wc {wc:.2} margin {m:+.2}: worst {worst:.3} mean {mean:.3} | {}",
+            per.join(" ")
+        );
+    }
 }

@@ -50,7 +50,12 @@ fn run() -> Result<()> {
         Some("bench") => bench::run(&root, args.iter().any(|a| a == "--quick"), args.iter().any(|a| a == "--service")),
         Some("eval") => {
             let split = args.iter().position(|a| a == "--split").and_then(|i| args.get(i + 1)).map(String::as_str);
-            eval::run(&root, args.get(1).map(String::as_str).unwrap_or("persona"), args.iter().any(|a| a == "--tune"), split)
+            eval::run(
+                &root,
+                args.get(1).map(String::as_str).unwrap_or("persona"),
+                args.iter().any(|a| a == "--tune"),
+                split,
+            )
         }
         Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("synth") => match (args.get(1).and_then(|n| n.parse().ok()), args.get(2)) {

@@ -99,6 +99,8 @@ pub struct ArtifactRef {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicSignals {
+    /// The question has one of the artifact's addressing terms (speaks to the persona).
+    pub addressed: bool,
     pub top3_similarity: f32,
     pub top3_background: f32,
     pub top3_probe: f32,
@@ -300,6 +302,7 @@ impl Engine {
                 Arc::new(Model { view, questions, identity })
             }
         };
+        let index = format::upgrade_index(index, identity.format_version).map_err(|e| malformed("index", e))?;
         let index = IndexView::new(index).map_err(|e| malformed("index", e))?;
         let n_blocks = index.index().blocks.len();
         let engine = Engine {
@@ -468,7 +471,8 @@ impl Engine {
             k,
             &retrieval::for_mode(self.params.unwrap_or_else(|| read_fusion(&index.fusion)), mode),
         );
-        let on_topic = retrieval::on_topic(index, &ranking);
+        let addressed = retrieval::addressed(index, question);
+        let on_topic = retrieval::on_topic(index, &ranking, addressed);
         let mut hits = Vec::new();
         if on_topic || include_off_topic {
             for scored in &ranking.hits {
@@ -494,6 +498,7 @@ impl Engine {
             top_similarity: ranking.top_dense,
             background_similarity: ranking.top_background,
             topic: TopicSignals {
+                addressed,
                 top3_similarity: ranking.top3_dense,
                 top3_background: ranking.top3_background,
                 top3_probe: ranking.top3_probe,
@@ -611,6 +616,8 @@ mod tests {
                 min_margin: 0.0,
                 probe_weight: 0.5,
                 coverage_weight: 0.0,
+                address_terms: Vec::new(),
+                unaddressed_margin: 0.0,
             },
             fusion: format::profiles::PERSONA,
         };

@@ -278,12 +278,35 @@ fn bm25_scores(index: &ArchivedIndex, analyzer: &Analyzer, question: &str, param
 /// A question is on topic when something in the knowledge base is related at all, and it is
 /// closer to this knowledge base than to the artifact's generic background questions, with
 /// lexical coverage counted in. Thresholds come from the artifact; EVALUATION.md has the method.
-pub fn on_topic(index: &ArchivedIndex, ranking: &Ranking) -> bool {
+pub fn on_topic(index: &ArchivedIndex, ranking: &Ranking, addressed: bool) -> bool {
     let c = &index.calibration;
     let pw = c.probe_weight.to_native();
     let closeness = (1.0 - pw) * ranking.top3_dense + pw * ranking.top3_probe;
     let margin = closeness - ranking.top3_background + c.coverage_weight.to_native() * ranking.term_coverage;
-    ranking.top_dense >= c.min_similarity.to_native() && margin >= c.min_margin.to_native()
+    // A question not put to the persona must use the knowledge base's own words, or be that
+    // much closer to it: "Who is the CEO of Microsoft?" is neither; "night baker" is the first.
+    let unaddressed = if addressed { 0.0 } else { c.unaddressed_margin.to_native() * (1.0 - ranking.term_coverage) };
+    let needed = c.min_margin.to_native() + unaddressed;
+    ranking.top_dense >= c.min_similarity.to_native() && margin >= needed
+}
+
+/// Whether `question` has one of the artifact's addressing terms (for a persona, a
+/// second-person word or a word of the persona's name) as a whole word, ignoring case and a
+/// possessive `'s`; curly apostrophes count as straight.
+pub fn addressed(index: &ArchivedIndex, question: &str) -> bool {
+    let terms = &index.calibration.address_terms;
+    if terms.is_empty() {
+        return false;
+    }
+    question
+        .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '\u{2019}'))
+        .filter(|w| !w.is_empty() && w.len() <= 16)
+        .any(|w| {
+            let w = w.to_lowercase().replace('\u{2019}', "'");
+            // "Richard's" speaks of Richard.
+            let w = w.strip_suffix("'s").unwrap_or(&w);
+            terms.iter().any(|t| t.as_str() == w)
+        })
 }
 
 #[cfg(test)]
