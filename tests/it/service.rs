@@ -663,3 +663,59 @@ fn metrics_are_prometheus_text_with_requests_latency_topic_and_artifact_info() {
             .any(|s| s.metric == "lore_artifact_info" && s.labels.get("digest").is_some_and(|d| d.len() == 64))
     );
 }
+
+/// Request fields that disagree, headers that are not text, an absurd request id, a short
+/// admin token, and a config reload that would add a knowledge base: each is a clear refusal.
+#[test]
+fn conflicting_or_malformed_request_parts_and_unappliable_reloads_are_refused_by_name() {
+    let tmp = TempDir::new("badparts");
+    let v1 = artifact(&tmp, 1987, "1.0.0", TEST_KEY);
+    let file = write_config(&tmp, "lore.toml", &format!("[[kb]]\nname = \"maya\"\nartifact = \"{}\"\n", v1.display()));
+    let lore = Lore::start(&["--config", file.to_str().expect("utf8")], &[("LORE_ADMIN_TOKEN", ADMIN_TOKEN)]);
+
+    // The path names one knowledge base and the body another.
+    let r = lore.post("/v1/kb/maya/query", &[], r#"{"q": "lamp", "kb": "other"}"#);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("`kb`")), "{}", r.body);
+    // The header names one variant and the body another.
+    let r = lore.post("/v1/query", &[("X-Lore-Variant", "a")], r#"{"q": "lamp", "variant": "b"}"#);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("`variant`")), "{}", r.body);
+    // A user header that is not visible ASCII.
+    let mut conn = lore.conn();
+    let r = conn.send("GET", "/v1/query?q=lamp", &[("X-Lore-User", "caf\u{e9}")], "");
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("x-lore-user")), "{}", r.body);
+    // A 300-byte request id is replaced by one of the server's own.
+    let long = "x".repeat(300);
+    let r = lore.get("/v1/query?q=lamp", &[("X-Request-Id", &long)]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = r.header("x-request-id").expect("an id");
+    assert!(!id.is_empty() && id.len() < 64, "{id}");
+    // A user name over the limit.
+    let r = lore.post("/v1/query", &[], &serde_json::json!({"q": "lamp", "user": "u".repeat(300)}).to_string());
+    assert_eq!(r.status, 400, "{r:?}");
+
+    // Adding a knowledge base needs a restart: the reload is refused and nothing changes.
+    std::fs::write(
+        &file,
+        format!(
+            "[[kb]]\nname = \"maya\"\nartifact = \"{0}\"\n[[kb]]\nname = \"faq\"\nartifact = \"{0}\"\n",
+            v1.display()
+        ),
+    )
+    .expect("rewrite");
+    let r = lore.admin("POST", "/admin/reload");
+    assert_eq!(r.status, 422, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "reload_failed");
+    assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("restart lore")), "{}", r.body);
+    assert_eq!(lore.post("/v1/query", &[], r#"{"q": "lamp"}"#).status, 200, "still serving");
+    drop(lore);
+
+    // An admin token too short to be a secret is refused at start-up.
+    let Err((code, log)) = Lore::try_start(&[v1.to_str().expect("utf8")], &[("LORE_ADMIN_TOKEN", "short")]) else {
+        panic!("lore started with a 5-byte admin token");
+    };
+    assert_ne!(code, 0);
+    assert!(log.contains("admin token is 5 bytes"), "{log}");
+}

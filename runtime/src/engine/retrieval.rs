@@ -294,24 +294,42 @@ pub fn on_topic(index: &ArchivedIndex, ranking: &Ranking, addressed: bool) -> bo
 /// second-person word or a word of the persona's name) as a whole word, ignoring case and a
 /// possessive `'s`; curly apostrophes count as straight.
 pub fn addressed(index: &ArchivedIndex, question: &str) -> bool {
-    let terms = &index.calibration.address_terms;
+    has_any_word(question, &index.calibration.address_terms)
+}
+
+/// Whether `question` has one of `terms` (lowercase) as a whole word, ignoring case, a
+/// possessive `'s`, and curly versus straight apostrophes; without allocating per word.
+fn has_any_word<T: AsRef<str>>(question: &str, terms: &[T]) -> bool {
     if terms.is_empty() {
         return false;
     }
     question
         .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '\u{2019}'))
-        .filter(|w| !w.is_empty() && w.len() <= 16)
+        .filter(|w| !w.is_empty() && w.len() <= 32)
         .any(|w| {
-            let w = w.to_lowercase().replace('\u{2019}', "'");
             // "Richard's" speaks of Richard.
-            let w = w.strip_suffix("'s").unwrap_or(&w);
-            terms.iter().any(|t| t.as_str() == w)
+            let w = ["'s", "\u{2019}s", "'S", "\u{2019}S"].iter().find_map(|s| w.strip_suffix(s)).unwrap_or(w);
+            terms.iter().any(|t| {
+                let lowered = w.chars().flat_map(char::to_lowercase);
+                lowered.map(|c| if c == '\u{2019}' { '\'' } else { c }).eq(t.as_ref().chars())
+            })
         })
 }
 
 #[cfg(test)]
 mod tests {
     use super::top_k;
+
+    #[test]
+    fn a_question_is_addressed_by_whole_words_in_any_case_and_possessive() {
+        let terms = ["you", "you're", "richard"];
+        let addressed = |q: &str| super::has_any_word(q, &terms);
+        assert!(addressed("Where did YOU study?"));
+        assert!(addressed("You\u{2019}re a robotics engineer?"));
+        assert!(addressed("What is Richard\u{2019}s job?"));
+        assert!(!addressed("Who founded Yours Truly Inc? young people"));
+        assert!(!addressed("Explain Kubernetes pods"));
+    }
 
     #[test]
     fn top_k_keeps_the_best_in_order_with_stable_ties() {
