@@ -153,7 +153,10 @@ fn demo(root: &Path, addr: &str) -> Result<()> {
         if !out.status.success() {
             bail!("lorec keygen failed");
         }
-        std::fs::write(&key_file, &out.stdout)?;
+        // 0600, as a key file should be: lore warns about a key others can read.
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_file)?.write_all(&out.stdout)?;
         eprintln!("wrote a new demo key to {}", key_file.display());
     }
     let artifact = root.join("artifacts/data.lore");
