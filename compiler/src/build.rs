@@ -189,6 +189,9 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 pub struct BuildOptions<'a> {
     pub audience: Audience,
     pub vectors: VectorFormat,
+    /// Embed each entity's facets too (`Chunk::facets`); the CLI turns it on for contextual
+    /// embedders.
+    pub facets: bool,
     /// Fusion profile; `None` picks one from the sources (see [`auto_profile`]).
     pub fusion: Option<format::FusionParams>,
     pub artifact_version: String,
@@ -225,7 +228,7 @@ pub struct Built {
 }
 
 /// One changed file ready to compile: its source, every chunk found, the admitted ones and
-/// their vectors.
+/// their vectors (each chunk's own, then its facets').
 type UnitJob<'a> = (&'a SourceFile, &'a Vec<Chunk>, Vec<&'a Chunk>, Vec<Vec<f32>>);
 
 /// Changed files compiled together: enough to keep both cores busy and batch embedding calls,
@@ -277,6 +280,11 @@ pub const TOPIC_STATIC_DOCUMENTS: TopicRule =
 pub const TOPIC_CONTEXTUAL_DOCUMENTS: TopicRule =
     TopicRule { min_margin: -0.03, probe_weight: 0.5, coverage_weight: 0.15, unaddressed_margin: 0.0 };
 
+/// How far a chunk's dense similarity moves from its own vector's towards the best of its
+/// facets' (`format::Index::facet_weight`); chosen on the persona development sets with
+/// all-MiniLM-L6-v2 (EVALUATION.md, "Facets").
+pub const FACET_WEIGHT: f32 = 0.5;
+
 /// Below this best-chunk similarity nothing in the knowledge base is related at all.
 pub const TOPIC_MIN_SIMILARITY: f32 = 0.15;
 
@@ -301,26 +309,35 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         })
         .collect();
     let mut fresh_units = Vec::with_capacity(fresh.len());
-    let (format, unit_cache) = (opts.vectors, opts.cache);
+    let (format, unit_cache, facets) = (opts.vectors, opts.cache, opts.facets);
+    fn facets_of(c: &Chunk, on: bool) -> &[String] {
+        if on { &c.facets } else { &[] }
+    }
     for batch in fresh.chunks(FILES_PER_BATCH) {
         let admitted: Vec<Vec<&Chunk>> = batch
             .iter()
             .map(|(_, _, found)| found.iter().filter(|c| opts.audience.admits(c.visibility)).collect())
             .collect();
-        let texts: Vec<&str> = admitted.iter().flatten().map(|c| c.text.as_str()).collect();
+        // Each chunk's text, then its facets: `Unit::compile` reads them back in that order.
+        let texts: Vec<&str> = admitted
+            .iter()
+            .flatten()
+            .flat_map(|c| std::iter::once(c.text.as_str()).chain(facets_of(c, facets).iter().map(String::as_str)))
+            .collect();
         let mut vectors = vectors_cache.embed(embedder, &texts)?.into_iter();
         let jobs: Vec<UnitJob<'_>> = batch
             .iter()
             .zip(admitted)
             .map(|((_, source, found), admitted)| {
-                let vectors = vectors.by_ref().take(admitted.len()).collect();
+                let rows = admitted.iter().map(|c| 1 + facets_of(c, facets).len()).sum();
+                let vectors = vectors.by_ref().take(rows).collect();
                 (*source, *found, admitted, vectors)
             })
             .collect();
         fresh_units.extend(par_map(&jobs, |(source, found, admitted, vectors)| {
             let warnings: Vec<&Diagnostic> =
                 checked.diagnostics.iter().filter(|d| d.primary.file == source.rel).collect();
-            let unit = Unit::compile(admitted, vectors, format, found.len(), &warnings);
+            let unit = Unit::compile(admitted, vectors, format, found.len(), &warnings, facets);
             if let Some(cache) = unit_cache {
                 cache.put(&source.rel, &source.sha256, &unit);
             }
@@ -374,7 +391,8 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
             .map(|(s, _)| format::withheld_digest(&s.rel, &s.sha256))
             .collect(),
     };
-    let merged = merge(&units, opts.vectors, dims, encrypt, calibration, fusion);
+    let facet_weight = if facets { FACET_WEIGHT } else { 0.0 };
+    let merged = merge(&units, opts.vectors, dims, encrypt, calibration, fusion, facet_weight);
     phase.done("merge");
     let index = merged.index;
     let chunks = index.chunks.len();
@@ -384,10 +402,13 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     let model_hint = info.dims as usize * info.vocab_size as usize * 4 + info.vocab_size as usize * 32;
     let index_hint = index.chunks.len() * 16
         + index.posting_chunks.len() * 6
-        + match &index.vectors {
-            DenseVectors::F32(v) => v.len() * 4,
-            DenseVectors::I8 { values, scales } => values.len() + scales.len() * 4,
-        }
+        + [&index.vectors, &index.facet_vectors]
+            .iter()
+            .map(|vectors| match vectors {
+                DenseVectors::F32(v) => v.len() * 4,
+                DenseVectors::I8 { values, scales } => values.len() + scales.len() * 4,
+            })
+            .sum::<usize>()
         + (index.calibration.background.len() + index.calibration.probes.len()) * 4
         + index.terms.len() * 48
         + (1 << 16);
@@ -484,6 +505,7 @@ fn merge(
     encrypt: bool,
     calibration: Calibration,
     fusion: format::FusionParams,
+    facet_weight: f32,
 ) -> Merged {
     let total_chunks: usize = units.iter().map(|u| u.chunks()).sum();
     let mut refs = Vec::with_capacity(total_chunks);
@@ -495,6 +517,9 @@ fn merge(
     let mut chunk_lens = Vec::with_capacity(total_chunks);
     let mut f32s = Vec::new();
     let (mut values, mut scales) = (Vec::new(), Vec::new());
+    let mut facet_chunks = Vec::new();
+    let mut facet_f32s = Vec::new();
+    let (mut facet_values, mut facet_scales) = (Vec::new(), Vec::new());
     // Filled in source order with a fixed hasher, so equal units give equal archived bytes.
     let mut terms = format::IdMap::default();
     let mut remaps: Vec<Vec<u32>> = Vec::with_capacity(units.len());
@@ -525,6 +550,18 @@ fn merge(
                 scales.extend_from_slice(s);
             }
             _ => unreachable!("units are cached per vector format"),
+        }
+        match (&unit.facet_vectors, format) {
+            (UnitVectors::F32(v), VectorFormat::F32) => facet_f32s.extend_from_slice(v),
+            (UnitVectors::I8 { values: v, scales: s }, VectorFormat::I8) => {
+                facet_values.extend_from_slice(v);
+                facet_scales.extend_from_slice(s);
+            }
+            _ => unreachable!("units are cached per vector format"),
+        }
+        let first_chunk = (chunk_lens.len() - unit.chunks()) as u32;
+        for (c, &n) in unit.facet_counts.iter().enumerate() {
+            facet_chunks.extend(std::iter::repeat_n(first_chunk + c as u32, n as usize));
         }
         let remap: Vec<u32> = unit
             .terms
@@ -574,9 +611,11 @@ fn merge(
     } else {
         chunk_lens.iter().map(|&l| l as f32).sum::<f32>() / chunk_lens.len() as f32
     };
-    let vectors = match format {
-        VectorFormat::F32 => DenseVectors::F32(f32s),
-        VectorFormat::I8 => DenseVectors::I8 { values, scales },
+    let (vectors, facet_vectors) = match format {
+        VectorFormat::F32 => (DenseVectors::F32(f32s), DenseVectors::F32(facet_f32s)),
+        VectorFormat::I8 => {
+            (DenseVectors::I8 { values, scales }, DenseVectors::I8 { values: facet_values, scales: facet_scales })
+        }
     };
     let index = Index {
         chunks: refs,
@@ -589,6 +628,9 @@ fn merge(
         avg_chunk_len,
         dims: dims as u32,
         vectors,
+        facet_chunks,
+        facet_vectors,
+        facet_weight,
         calibration,
         fusion,
     };

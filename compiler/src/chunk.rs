@@ -15,7 +15,10 @@ use crate::diag::{Diagnostic, Pos, excerpt};
 use crate::yaml::{Node, Value};
 
 /// Bump when chunk ids, titles or texts change for the same input, to invalidate build caches.
-pub const CHUNKER_VERSION: u32 = 2;
+pub const CHUNKER_VERSION: u32 = 3;
+
+/// Most facets one entity gets; an entity with more fields keeps the first ones.
+pub const MAX_FACETS: usize = 48;
 
 /// Top-level keys that describe the file instead of holding content.
 const METADATA_KEYS: &[&str] = &["metadata", "meta", "$schema"];
@@ -58,6 +61,11 @@ pub struct Chunk {
     pub tags: Vec<String>,
     pub visibility: Visibility,
     pub text: String,
+    /// The entity's fields one by one (a list field one item at a time), each after the
+    /// chunk's first line: embedded beside the whole text so that a question about one fact
+    /// meets a vector that is not averaged with a dozen others. Empty when the entity has one
+    /// field or is a passage of prose.
+    pub facets: Vec<String>,
     pub pos: Pos,
 }
 
@@ -212,6 +220,7 @@ fn emit(ctx: &mut Ctx<'_>, node: &Node, path: &[String], visibility: Visibility)
     } else {
         text.push_str(&format!("{breadcrumb}: {title}"));
     }
+    let facets = facets_of(node, &text);
     text.push('\n');
     render(node, 0, &mut text);
     if let Some(tags) = node.get("tags") {
@@ -230,8 +239,58 @@ fn emit(ctx: &mut Ctx<'_>, node: &Node, path: &[String], visibility: Visibility)
         tags,
         visibility,
         text: text.trim_end().to_string(),
+        facets,
         pos: node.pos,
     });
+}
+
+/// `header` followed by each field of `node` alone, a list field one item at a time; empty
+/// unless there are at least two (one facet would repeat the whole chunk).
+fn facets_of(node: &Node, header: &str) -> Vec<String> {
+    let mut facets = Vec::new();
+    let mut push = |body: String| {
+        let body = body.trim_end();
+        if !body.is_empty() && facets.len() < MAX_FACETS {
+            facets.push(format!("{header}\n{body}"));
+        }
+    };
+    match &node.value {
+        Value::Map(entries) => {
+            for (key, value) in entries {
+                let Some(name) = key.as_str() else { continue };
+                if META_FIELDS.contains(&name) || value.is_null() {
+                    continue;
+                }
+                let label = humanize(name);
+                match &value.value {
+                    Value::Seq(items) if items.len() > 1 => {
+                        for item in items {
+                            let mut body = format!("{label}:\n");
+                            render(item, 1, &mut body);
+                            push(body);
+                        }
+                    }
+                    _ => {
+                        let mut body = String::new();
+                        render_entry(&label, value, 0, &mut body);
+                        push(body);
+                    }
+                }
+            }
+        }
+        Value::Seq(items) => {
+            for item in items {
+                let mut body = String::new();
+                render(item, 0, &mut body);
+                push(body);
+            }
+        }
+        Value::Scalar { .. } => {}
+    }
+    if facets.len() < 2 {
+        facets.clear();
+    }
+    facets
 }
 
 fn escape_pointer(segment: &str) -> String {
@@ -316,24 +375,29 @@ fn render(node: &Node, depth: usize, out: &mut String) {
                 if META_FIELDS.contains(&name) || value.is_null() {
                     continue;
                 }
-                let label = humanize(name);
-                match &value.value {
-                    Value::Scalar { text, .. } => {
-                        let text = text.trim().replace('\n', " ");
-                        out.push_str(&format!("{indent}{label}: {text}\n"));
-                    }
-                    Value::Seq(_) if is_plain(value) => {
-                        let values = scalars(value);
-                        if !values.is_empty() {
-                            out.push_str(&format!("{indent}{label}: {}\n", values.join(", ")));
-                        }
-                    }
-                    _ => {
-                        out.push_str(&format!("{indent}{label}:\n"));
-                        render(value, depth + 1, out);
-                    }
-                }
+                render_entry(&humanize(name), value, depth, out);
             }
+        }
+    }
+}
+
+/// One `label: value` field of a mapping, as [`render`] writes it.
+fn render_entry(label: &str, value: &Node, depth: usize, out: &mut String) {
+    let indent = "  ".repeat(depth);
+    match &value.value {
+        Value::Scalar { text, .. } => {
+            let text = text.trim().replace('\n', " ");
+            out.push_str(&format!("{indent}{label}: {text}\n"));
+        }
+        Value::Seq(_) if is_plain(value) => {
+            let values = scalars(value);
+            if !values.is_empty() {
+                out.push_str(&format!("{indent}{label}: {}\n", values.join(", ")));
+            }
+        }
+        _ => {
+            out.push_str(&format!("{indent}{label}:\n"));
+            render(value, depth + 1, out);
         }
     }
 }

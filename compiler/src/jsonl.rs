@@ -134,6 +134,7 @@ pub fn compile(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Chunk
             tags,
             visibility,
             text: if title.is_empty() { body } else { format!("{title}\n{body}") },
+            facets: Vec::new(),
             pos: at(1),
         });
     }

@@ -50,6 +50,14 @@ enum Deny {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum FacetsArg {
+    /// On for contextual embedders (minilm, openai), off for static ones (potion).
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum VectorsArg {
     Int8,
     F32,
@@ -107,6 +115,11 @@ enum Command {
         /// How chunk vectors are stored: int8 (a quarter of the size) or f32.
         #[arg(long, env = "LORE_VECTORS", default_value = "int8")]
         vectors: VectorsArg,
+        /// Also embed each entity's fields one by one, and rank an entity by the best of them
+        /// and its whole text: auto (for contextual embedders, where it helps; with a static
+        /// model a short field's averaged word vectors are noisy and it hurts), on or off.
+        #[arg(long, env = "LORE_FACETS", default_value = "auto")]
+        facets: FacetsArg,
         /// Fusion profile: auto (documents for JSON Lines / Markdown collections, else persona),
         /// persona or documents.
         #[arg(long, env = "LORE_RETRIEVAL", default_value = "auto")]
@@ -114,8 +127,9 @@ enum Command {
         /// Your version label for this artifact (semver, build number, ...).
         #[arg(long, env = "LORE_ARTIFACT_VERSION", default_value = "0.0.0")]
         artifact_version: String,
-        /// What embeds the chunks: potion (Model2Vec, the default), minilm, or openai:MODEL.
-        #[arg(long, env = "LORE_EMBEDDER", default_value = "potion")]
+        /// What embeds the chunks: minilm (all-MiniLM-L6-v2, the default: best recall on
+        /// paraphrases), potion (Model2Vec: the fastest, microsecond queries), or openai:MODEL.
+        #[arg(long, env = "LORE_EMBEDDER", default_value = "minilm")]
         embedder: String,
         /// The model directory for potion (any Model2Vec model) or minilm (any BERT-family
         /// sentence-transformers model); defaults to the one `cargo xtask fetch-model` fetches.
@@ -228,6 +242,7 @@ fn run(cli: Cli) -> Result<()> {
             audience,
             retrieval,
             vectors,
+            facets,
             artifact_version,
             embedder,
             model,
@@ -257,7 +272,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let started = std::time::Instant::now();
             let model = model.unwrap_or_else(|| {
-                let name = if embedder == "minilm" { "all-MiniLM-L6-v2" } else { "potion-base-8M" };
+                let name = if embedder == "potion" { "potion-base-8M" } else { "all-MiniLM-L6-v2" };
                 PathBuf::from("artifacts/models").join(name)
             });
             let cache_dir = cache_dir.unwrap_or_else(|| default_cache_dir(&output));
@@ -277,8 +292,13 @@ fn run(cli: Cli) -> Result<()> {
                 AudienceArg::Public => Audience::Public,
                 AudienceArg::Internal => Audience::Internal,
             };
+            let facets = match facets {
+                FacetsArg::Auto => embedder.info().kind != "static",
+                FacetsArg::On => true,
+                FacetsArg::Off => false,
+            };
             let cache = (!no_cache).then(|| {
-                UnitCache::new(&cache_dir, &embedder.fingerprint(), embedder.dims(), audience.as_str(), vectors)
+                UnitCache::new(&cache_dir, &embedder.fingerprint(), embedder.dims(), audience.as_str(), vectors, facets)
             });
             let t = std::time::Instant::now();
             let checked = build::check(&dir, cache.as_ref());
@@ -296,6 +316,7 @@ fn run(cli: Cli) -> Result<()> {
                     audience,
                     fusion,
                     vectors,
+                    facets,
                     artifact_version,
                     key: key.as_ref(),
                     embedder: &embedder,

@@ -81,6 +81,7 @@ fn emit(
         tags: Vec::new(),
         visibility,
         text: format!("{head}\n{body}"),
+        facets: Vec::new(),
         pos: Pos { line: section.heading_line, col: 1 },
     });
 }

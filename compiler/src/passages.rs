@@ -37,6 +37,8 @@ pub fn split_long(chunks: Vec<Chunk>) -> Vec<Chunk> {
                 id: format!("{}/passages/{n}", chunk.id),
                 path: format!("{}/passages/{n}", chunk.path.trim_end_matches('/')),
                 text,
+                // A passage is prose already: one vector each.
+                facets: Vec::new(),
                 ..chunk.clone()
             });
             n += 1;
@@ -118,6 +120,7 @@ mod tests {
             tags: vec![],
             visibility: Visibility::Public,
             text: format!("T\n{body}"),
+            facets: Vec::new(),
             pos: Pos::default(),
         };
         let parts = split_long(vec![chunk]);

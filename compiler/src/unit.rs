@@ -15,7 +15,7 @@ use crate::chunk::{CHUNKER_VERSION, Chunk};
 use crate::diag::{Diagnostic, Label, Pos, Severity};
 
 /// Bump when block packing, analysis or this layout changes, so old cache entries miss.
-const UNIT_VERSION: u32 = 3;
+const UNIT_VERSION: u32 = 4;
 
 /// Target plaintext size of one text block: small enough that opening a hit costs
 /// microseconds, large enough for zstd to find repetition. Blocks never span two files, so a
@@ -71,6 +71,10 @@ pub struct Unit {
     pub names: Vec<String>,
     pub blocks: Vec<UnitBlock>,
     pub vectors: UnitVectors,
+    /// Per chunk, how many facet vectors it has (see `Chunk::facets`)...
+    pub facet_counts: Vec<u32>,
+    /// ...and those vectors, chunk by chunk.
+    pub facet_vectors: UnitVectors,
     /// The file's own BM25 vocabulary; `chunk_terms` index into it.
     pub terms: Vec<String>,
     /// Per chunk, where its terms start in `chunk_terms`/`chunk_tfs` (one more entry than chunks).
@@ -82,21 +86,32 @@ pub struct Unit {
 }
 
 impl Unit {
-    /// Compile one file's admitted chunks and their vectors.
+    /// Compile one file's admitted chunks and their vectors: `vectors` holds, chunk by chunk,
+    /// the vector of its text and then, `with_facets`, one per facet.
     pub fn compile(
         chunks: &[&Chunk],
         vectors: &[Vec<f32>],
         format: VectorFormat,
         chunks_found: usize,
         warnings: &[&Diagnostic],
+        with_facets: bool,
     ) -> Unit {
+        let facet_count = |c: &Chunk| if with_facets { c.facets.len() } else { 0 };
+        let (mut whole, mut facets) = (Vec::with_capacity(chunks.len()), Vec::new());
+        let mut rows = vectors.iter();
+        for chunk in chunks {
+            whole.extend(rows.next().cloned());
+            facets.extend(rows.by_ref().take(facet_count(chunk)).cloned());
+        }
         let mut unit = Unit {
             warnings: warnings.iter().map(|d| CachedDiagnostic::from(*d)).collect(),
             chunks_found: chunks_found as u32,
             titles: chunks.iter().map(|c| c.title.clone()).collect(),
             names: chunks.iter().filter_map(|c| persona_name(c)).collect(),
             blocks: pack_blocks(chunks),
-            vectors: store_vectors(vectors, format),
+            vectors: store_vectors(&whole, format),
+            facet_counts: chunks.iter().map(|c| facet_count(c) as u32).collect(),
+            facet_vectors: store_vectors(&facets, format),
             terms: Vec::new(),
             chunk_term_starts: vec![0],
             chunk_terms: Vec::new(),
@@ -151,8 +166,18 @@ impl Unit {
             (UnitVectors::I8 { values, scales }, VectorFormat::I8) => values.len() == n * dims && scales.len() == n,
             _ => false,
         };
+        let facets: usize = self.facet_counts.iter().map(|&n| n as usize).sum();
+        let facets_ok = self.facet_counts.len() == n
+            && match (&self.facet_vectors, format) {
+                (UnitVectors::F32(v), VectorFormat::F32) => v.len() == facets * dims,
+                (UnitVectors::I8 { values, scales }, VectorFormat::I8) => {
+                    values.len() == facets * dims && scales.len() == facets
+                }
+                _ => false,
+            };
         starts_ok
             && vectors_ok
+            && facets_ok
             && self.chunk_tfs.len() == self.chunk_terms.len()
             && self.chunk_terms.iter().all(|&t| (t as usize) < self.terms.len())
             && self.titles.len() == n
@@ -277,14 +302,21 @@ pub struct UnitCache {
 }
 
 impl UnitCache {
-    /// `fingerprint` names the embedder (`dims` its vectors' size); audience and vector format
-    /// change what a unit holds.
-    pub fn new(dir: &Path, fingerprint: &[u8; 32], dims: usize, audience: &str, vectors: VectorFormat) -> UnitCache {
+    /// `fingerprint` names the embedder (`dims` its vectors' size); audience, vector format
+    /// and facets change what a unit holds.
+    pub fn new(
+        dir: &Path,
+        fingerprint: &[u8; 32],
+        dims: usize,
+        audience: &str,
+        vectors: VectorFormat,
+        facets: bool,
+    ) -> UnitCache {
         let config = Sha256::new()
             .chain_update(fingerprint)
             .chain_update((dims as u64).to_le_bytes())
             .chain_update(audience.as_bytes())
-            .chain_update([0, vectors as u8])
+            .chain_update([0, vectors as u8, u8::from(facets)])
             .chain_update(CHUNKER_VERSION.to_le_bytes())
             .chain_update(UNIT_VERSION.to_le_bytes())
             .finalize()

@@ -394,8 +394,67 @@ pub struct Index {
     pub avg_chunk_len: f32,
     pub dims: u32,
     pub vectors: DenseVectors,
+    /// More vectors per entity (format v5): row `f` of `facet_vectors` embeds one field of
+    /// chunk `facet_chunks[f]` under the chunk's first line. Rows of one chunk are adjacent
+    /// and chunks appear in increasing order (readers do not rely on it). A chunk's dense similarity is the best of its
+    /// own row and its facet rows.
+    pub facet_chunks: Vec<u32>,
+    pub facet_vectors: DenseVectors,
+    /// How far a chunk's dense similarity moves from its own row's towards the best of its
+    /// facet rows: `(1 − w) × own + w × max(own, best facet)`.
+    pub facet_weight: f32,
     pub calibration: Calibration,
     pub fusion: FusionParams,
+}
+
+/// The index as format version 4 stored it: no facet vectors. Read through [`upgrade_index`].
+pub mod v4 {
+    use rkyv::{Archive, Deserialize, Serialize};
+
+    use super::{BlockRef, Calibration, ChunkRef, DenseVectors, FusionParams, IdMap};
+
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub struct Index {
+        pub chunks: Vec<ChunkRef>,
+        pub blocks: Vec<BlockRef>,
+        pub terms: IdMap,
+        pub term_starts: Vec<u32>,
+        pub posting_chunks: Vec<u32>,
+        pub posting_tfs: Vec<u16>,
+        pub chunk_lens: Vec<u32>,
+        pub avg_chunk_len: f32,
+        pub dims: u32,
+        pub vectors: DenseVectors,
+        pub calibration: Calibration,
+        pub fusion: FusionParams,
+    }
+
+    impl From<Index> for super::Index {
+        /// A v4 index reads as a v5 one without facets: one vector per chunk, as it was built.
+        fn from(i: Index) -> super::Index {
+            let facet_vectors = match &i.vectors {
+                DenseVectors::F32(_) => DenseVectors::F32(Vec::new()),
+                DenseVectors::I8 { .. } => DenseVectors::I8 { values: Vec::new(), scales: Vec::new() },
+            };
+            super::Index {
+                chunks: i.chunks,
+                blocks: i.blocks,
+                terms: i.terms,
+                term_starts: i.term_starts,
+                posting_chunks: i.posting_chunks,
+                posting_tfs: i.posting_tfs,
+                chunk_lens: i.chunk_lens,
+                avg_chunk_len: i.avg_chunk_len,
+                dims: i.dims,
+                vectors: i.vectors,
+                facet_chunks: Vec::new(),
+                facet_vectors,
+                facet_weight: 0.0,
+                calibration: i.calibration,
+                fusion: i.fusion,
+            }
+        }
+    }
 }
 
 /// The index as format versions 1 to 3 stored it: a calibration without the addressing terms.
@@ -431,11 +490,11 @@ pub mod v3 {
         pub fusion: FusionParams,
     }
 
-    impl From<Index> for super::Index {
+    impl From<Index> for super::v4::Index {
         /// A v3 index reads as a v4 one whose topic rule has no addressing term.
-        fn from(i: Index) -> super::Index {
+        fn from(i: Index) -> super::v4::Index {
             let c = i.calibration;
-            super::Index {
+            super::v4::Index {
                 chunks: i.chunks,
                 blocks: i.blocks,
                 terms: i.terms,
@@ -463,22 +522,30 @@ pub mod v3 {
 }
 
 /// The decrypted index section of an artifact written as `format_version`, in the current
-/// layout: v4 bytes as they are; v1–v3 bytes validated, converted and serialised again (a
+/// layout: v5 bytes as they are; older bytes validated, converted and serialised again (a
 /// one-time cost at open, for old artifacts only).
 pub fn upgrade_index(
     bytes: crate::container::SectionData,
     format_version: u32,
 ) -> Result<crate::container::SectionData, String> {
     use rkyv::rancor;
-    if format_version >= 4 {
+    if format_version >= 5 {
         return Ok(bytes);
     }
-    let old = rkyv::access::<v3::ArchivedIndex, rancor::Error>(&bytes)
-        .map_err(|_| "its bytes are not a valid version 3 index".to_string())?;
-    let old: v3::Index = rkyv::deserialize::<v3::Index, rancor::Error>(old)
-        .map_err(|e| format!("cannot read the version 3 index: {e}"))?;
-    let new: Index = old.into();
-    rkyv::to_bytes::<rancor::Error>(&new).map_err(|e| format!("cannot convert the version 3 index: {e}"))
+    let v4: v4::Index = if format_version == 4 {
+        let old = rkyv::access::<v4::ArchivedIndex, rancor::Error>(&bytes)
+            .map_err(|_| "its bytes are not a valid version 4 index".to_string())?;
+        rkyv::deserialize::<v4::Index, rancor::Error>(old)
+            .map_err(|e| format!("cannot read the version 4 index: {e}"))?
+    } else {
+        let old = rkyv::access::<v3::ArchivedIndex, rancor::Error>(&bytes)
+            .map_err(|_| "its bytes are not a valid version 3 index".to_string())?;
+        rkyv::deserialize::<v3::Index, rancor::Error>(old)
+            .map_err(|e| format!("cannot read the version 3 index: {e}"))?
+            .into()
+    };
+    let new: Index = v4.into();
+    rkyv::to_bytes::<rancor::Error>(&new).map_err(|e| format!("cannot convert the version {format_version} index: {e}"))
 }
 
 /// Types as format version 1 stored them, kept so version 1 artifacts stay readable. Only the

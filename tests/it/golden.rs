@@ -81,6 +81,8 @@ fn golden_is_still_readable(version: u32) {
             .arg(&model)
             .arg("--no-cache")
             .args(["--artifact-version", &format!("golden-v{version}")])
+            // The tiny model is static, where facets are off by default; v5 stores them.
+            .args(if version >= 5 { &["--facets", "on"][..] } else { &[] })
             // Reproducible since v3: rebuilding the golden artifact gives the same bytes.
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .env("LORE_KEY", TEST_KEY));
@@ -127,4 +129,11 @@ fn golden_v3_is_still_readable() {
 #[test]
 fn golden_v4_is_still_readable() {
     golden_is_still_readable(4);
+}
+
+/// Version 5: the index carries facet vectors (several per entity) and their weight; v1–v4
+/// indexes are converted on open, without facets.
+#[test]
+fn golden_v5_is_still_readable() {
+    golden_is_still_readable(5);
 }

@@ -3,7 +3,7 @@
 
 use crate::support::*;
 
-fn minilm_dir() -> std::path::PathBuf {
+pub fn minilm_dir() -> std::path::PathBuf {
     let dir = std::env::var_os("LORE_MINILM_DIR")
         .map(Into::into)
         .unwrap_or_else(|| workspace().join("artifacts/models/all-MiniLM-L6-v2"));

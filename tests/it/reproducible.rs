@@ -13,7 +13,11 @@ fn build_with(kb: &Path, out: &Path, one_core: bool, cache: bool, epoch: Option<
         let program = c.get_program().to_owned();
         let mut pinned = std::process::Command::new("taskset");
         pinned.args(["-c", "0"]).arg(program);
-        pinned.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("LORE_LOG", "warn");
+        pinned
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LORE_LOG", "warn")
+            .env("LORE_EMBEDDER", "potion");
         c = pinned;
         c
     } else {

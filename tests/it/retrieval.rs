@@ -108,11 +108,37 @@ fn the_demo_question_is_answered_not_refused() {
     let tmp = TempDir::new("demo");
     let out = tmp.path().join("data.lore");
     build(&workspace().join("data"), &out, &[]);
-    let answer = ask(&out, "What kind of robots do you build?", 5);
+    check_demo_answers(&out);
+}
+
+/// `cargo xtask demo`'s build: no `--embedder`, so the default (all-MiniLM-L6-v2, with facets).
+#[test]
+fn the_demo_question_is_answered_with_the_default_configuration() {
+    let tmp = TempDir::new("demo-default");
+    let out = tmp.path().join("data.lore");
+    let r = run(lorec()
+        .env_remove("LORE_EMBEDDER")
+        .arg("build")
+        .arg(workspace().join("data"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--model")
+        .arg(crate::minilm::minilm_dir())
+        .arg("--no-cache")
+        .env("LORE_KEY", TEST_KEY));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let info: serde_json::Value =
+        serde_json::from_str(&run(lorec().arg("inspect").arg(&out).arg("--json")).stdout).expect("json");
+    assert_eq!(info["embedder"]["id"], "sentence-transformers/all-MiniLM-L6-v2", "the default embedder changed");
+    check_demo_answers(&out);
+}
+
+fn check_demo_answers(artifact: &Path) {
+    let answer = ask(artifact, "What kind of robots do you build?", 5);
     assert_eq!(answer["on_topic"], true, "{answer}");
     assert_eq!(answer["topic"]["addressed"], true, "{answer}");
     for question in ["What did Satya Nadella do before he became CEO?", "Explain how Kubernetes schedules pods"] {
-        let answer = ask(&out, question, 5);
+        let answer = ask(artifact, question, 5);
         assert_eq!(answer["on_topic"], false, "{question}: {answer}");
         assert_eq!(answer["topic"]["addressed"], false, "{question}");
     }

@@ -33,10 +33,13 @@ fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// `lorec` with a clean environment. Tests embed with potion (the fastest embedder; their
+/// `--model` is potion's) unless they say otherwise or remove `LORE_EMBEDDER`.
 pub fn lorec() -> Command {
     let mut c = Command::new(bin("lorec"));
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LORE_EMBEDDER", "potion")
         .env("LORE_LOG", "warn")
         .env("LORE_COLOR", "never");
     c

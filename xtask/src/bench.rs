@@ -166,6 +166,7 @@ pub fn lorec_build(
         .arg(out)
         .arg("--model")
         .arg(model)
+        .args(["--embedder", crate::model::embedder_of(model)])
         .env("LORE_KEY", key)
         .env("LORE_LOG", "info")
         .env("LORE_LOG_FORMAT", "json");

@@ -111,6 +111,7 @@ fn two_builds(bin: &Path, model: &Path, kb: &Path, work: &Path, slug: &str, key:
             .arg(&path)
             .arg("--model")
             .arg(model)
+            .args(["--embedder", crate::model::embedder_of(model)])
             .args(["--artifact-version", version, "--no-cache"])
             .env("LORE_KEY", key)
             .env("LORE_LOG", "warn")

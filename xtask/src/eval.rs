@@ -167,7 +167,8 @@ fn score_questions_with(lore: &Path, artifact: &Path, qs: &[Question], params: O
     {
         let mut stdin = child.stdin.take().context("stdin")?;
         for q in qs {
-            writeln!(stdin, "{}", serde_json::json!({"q": q.q, "k": 5, "include_off_topic": true}))?;
+            // k = 50 so a miss can say where its answer ranked; recall reads the first five.
+            writeln!(stdin, "{}", serde_json::json!({"q": q.q, "k": 50, "include_off_topic": true}))?;
         }
     }
     let out = child.wait_with_output()?;
@@ -205,6 +206,11 @@ fn score_questions_with(lore: &Path, artifact: &Path, qs: &[Question], params: O
         let ids: Vec<&str> =
             a["hits"].as_array().map(|h| h.iter().filter_map(|x| x["id"].as_str()).collect()).unwrap_or_default();
         let hit = |n: usize| ids.iter().take(n).any(|id| q.expect.iter().any(|e| e == id));
+        if !hit(5) && std::env::var_os("LORE_EVAL_MISSES").is_some() {
+            let rank = ids.iter().position(|id| q.expect.iter().any(|e| e == id));
+            let rank = rank.map_or("> 50".to_string(), |r| (r + 1).to_string());
+            eprintln!("miss ({}, rank {rank}): {} -> {:?}; got {:?}", q.kind, q.q, q.expect, &ids[..ids.len().min(3)]);
+        }
         s.recall1 += usize::from(hit(1));
         s.recall5 += usize::from(hit(5));
         if q.kind == "paraphrase" {

@@ -508,7 +508,7 @@ fn regenerate_corpus(root: &Path) -> Result<()> {
                 .arg(&out)
                 .arg("--model")
                 .arg(root.join("tests/compat/tiny-model"))
-                .args(["--no-cache", "--no-encrypt", "--artifact-version", "fuzz"])
+                .args(["--embedder", "potion", "--no-cache", "--no-encrypt", "--artifact-version", "fuzz"])
                 .env_remove("LORE_KEY")
                 .env_remove("LORE_KEY_FILE"),
         )?;

@@ -144,7 +144,8 @@ fn run_tests(minilm: &Path) -> Result<(usize, usize)> {
 }
 
 fn demo(root: &Path, addr: &str) -> Result<()> {
-    model::fetch(root)?;
+    // The default configuration: lorec embeds with all-MiniLM-L6-v2 unless told otherwise.
+    model::fetch_spec(root, &model::MINILM)?;
     run_checked(cargo().args(["build", "--release", "--bins"]))?;
     let bin = root.join("target/release");
     let key_file = root.join("artifacts/demo.key");

@@ -63,13 +63,19 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
     fetch_spec(root, &POTION)
 }
 
-/// The model directory for the embedder named in `LORE_EMBEDDER` (potion unless it says
-/// minilm), fetched if missing; evaluation runs compare embedders through that variable.
+/// The model directory for the embedder named in `LORE_EMBEDDER` (minilm, lorec's default,
+/// unless it says potion), fetched if missing; evaluation runs compare embedders through that
+/// variable, which `lorec` reads too.
 pub fn model_for_env(root: &Path) -> Result<PathBuf> {
     match std::env::var("LORE_EMBEDDER").as_deref() {
-        Ok("minilm") => fetch_spec(root, &MINILM),
-        _ => fetch(root),
+        Ok("potion") => fetch(root),
+        _ => fetch_spec(root, &MINILM),
     }
+}
+
+/// The `--embedder` of a model directory this file fetches.
+pub fn embedder_of(dir: &Path) -> &'static str {
+    if dir.ends_with(POTION.dir) { "potion" } else { "minilm" }
 }
 
 /// Make sure `artifacts/models/<spec.dir>` holds the pinned files; returns its path.

@@ -335,8 +335,14 @@ impl Engine {
             format::ArchivedDenseVectors::F32(v) => v.len() == n * dims,
             format::ArchivedDenseVectors::I8 { values, scales } => values.len() == n * dims && scales.len() == n,
         };
+        let f = index.facet_chunks.len();
+        let facets_ok = match &index.facet_vectors {
+            format::ArchivedDenseVectors::F32(v) => v.len() == f * dims,
+            format::ArchivedDenseVectors::I8 { values, scales } => values.len() == f * dims && scales.len() == f,
+        };
         if dims != self.header.embedder.dims as usize
             || !vectors_ok
+            || !facets_ok
             || !index.calibration.background.len().is_multiple_of(dims.max(1))
         {
             return Err(bad("vector tables do not match the chunk count and model dimensions".into()));
@@ -352,6 +358,12 @@ impl Engine {
         }
         if index.posting_chunks.iter().any(|c| c.to_native() as usize >= n) {
             return Err(bad("a posting names a chunk that does not exist".into()));
+        }
+        if !(0.0..=1.0).contains(&index.facet_weight.to_native()) {
+            return Err(bad("the facet weight lies outside 0 to 1".into()));
+        }
+        if index.facet_chunks.iter().any(|c| c.to_native() as usize >= n) {
+            return Err(bad("a facet names a chunk that does not exist".into()));
         }
         if let ModelRef::Static(table) = self.model.view.model()
             && (table.dims() != dims || !table.rows_consistent())
@@ -585,6 +597,11 @@ mod tests {
     /// length is added: the index of a `--no-encrypt` artifact is not authenticated, so anyone
     /// can write one.
     fn artifact_with_block_offset(offset: u64) -> Vec<u8> {
+        crafted(offset, &[], 0.0)
+    }
+
+    /// An unsealed one-chunk artifact with these facet rows (each the chunk's own vector).
+    fn crafted(offset: u64, facet_chunks: &[u32], facet_weight: f32) -> Vec<u8> {
         let model = EmbedderModel::Static(ModelTable {
             vocab: [("[UNK]".to_string(), 0), ("lamp".to_string(), 1)].into_iter().collect(),
             unk_id: 0,
@@ -609,6 +626,9 @@ mod tests {
             avg_chunk_len: 1.0,
             dims: DIMS as u32,
             vectors: DenseVectors::F32(vec![1.0, 0.0]),
+            facet_chunks: facet_chunks.to_vec(),
+            facet_vectors: DenseVectors::F32(facet_chunks.iter().flat_map(|_| [1.0, 0.0]).collect()),
+            facet_weight,
             calibration: Calibration {
                 background: vec![0.0, 1.0],
                 probes: Vec::new(),
@@ -670,6 +690,30 @@ mod tests {
                 assert!(message.contains("outside the texts section"), "{message}")
             }
             other => panic!("expected a malformed-index error, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn facets_that_name_a_missing_chunk_or_weigh_outside_0_to_1_are_refused() {
+        let dir = std::env::temp_dir().join(format!("lore-engine-facets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("crafted.lore");
+        let open = |bytes: Vec<u8>| {
+            std::fs::write(&path, bytes).expect("write");
+            Engine::open(&path, None).map(|_| ())
+        };
+        let fine = open(crafted(0, &[0, 0], 0.5));
+        let missing = open(crafted(0, &[0, 1], 0.5));
+        let heavy = open(crafted(0, &[0], 1.5));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(fine.is_ok(), "{fine:?}");
+        for (opened, expected) in [(missing, "a facet names a chunk"), (heavy, "facet weight")] {
+            match opened {
+                Err(EngineError::Malformed { section: "index", message, .. }) => {
+                    assert!(message.contains(expected), "{message}")
+                }
+                other => panic!("expected a malformed-index error, got {other:?}"),
+            }
         }
     }
 }

@@ -97,20 +97,44 @@ fn mean_top3(values: impl Iterator<Item = f32>) -> f32 {
     if k == 0 { 0.0 } else { best[..k].iter().sum::<f32>() / k as f32 }
 }
 
-/// Dense similarity of `qvec` to every chunk, read in place from the index.
-fn dense_scores(index: &ArchivedIndex, qvec: &[f32], out: &mut Vec<f32>) {
-    let dims = index.dims.to_native() as usize;
-    if dims == 0 || dims != qvec.len() {
-        out.resize(index.chunks.len(), 0.0);
-        return;
-    }
-    match &index.vectors {
+/// Similarity of `qvec` to every row of `vectors`, appended to `out`.
+fn score_table(vectors: &ArchivedDenseVectors, dims: usize, qvec: &[f32], out: &mut Vec<f32>) {
+    match vectors {
         ArchivedDenseVectors::F32(v) => score_rows_f32(native_f32(v), dims, qvec, out),
         ArchivedDenseVectors::I8 { values, scales } => {
             score_rows_i8(values.as_slice(), native_f32(scales), dims, qvec, out)
         }
     }
-    out.resize(index.chunks.len(), 0.0);
+}
+
+/// Dense similarity of `qvec` to every chunk, read in place from the index: each chunk's own
+/// vector (`whole`), and the best of that and its facets' (`best`, format v5), which ranks.
+fn dense_scores(index: &ArchivedIndex, qvec: &[f32], whole: &mut Vec<f32>, best: &mut Vec<f32>) {
+    let n = index.chunks.len();
+    let dims = index.dims.to_native() as usize;
+    if dims == 0 || dims != qvec.len() {
+        whole.resize(n, 0.0);
+        best.resize(n, 0.0);
+        return;
+    }
+    score_table(&index.vectors, dims, qvec, whole);
+    whole.resize(n, 0.0);
+    best.extend_from_slice(whole);
+    if index.facet_chunks.is_empty() {
+        return;
+    }
+    let mut facets = Vec::with_capacity(index.facet_chunks.len());
+    score_table(&index.facet_vectors, dims, qvec, &mut facets);
+    // The engine checked at open that every facet names an existing chunk.
+    for (chunk, score) in index.facet_chunks.iter().zip(facets) {
+        if let Some(b) = best.get_mut(chunk.to_native() as usize) {
+            *b = b.max(score);
+        }
+    }
+    let w = index.facet_weight.to_native();
+    for (b, w0) in best.iter_mut().zip(whole.iter()) {
+        *b = (1.0 - w) * w0 + w * *b;
+    }
 }
 
 /// The `k` best (score, chunk) pairs, best first; ties go to the lower chunk number. One pass
@@ -161,9 +185,10 @@ pub fn rank(
 ) -> Ranking {
     let n = index.chunks.len();
     let dims = index.dims.to_native() as usize;
-    let mut dense = Vec::with_capacity(n);
-    dense_scores(index, qvec, &mut dense);
-    let top_dense = if n == 0 { 0.0 } else { dense.iter().copied().fold(f32::MIN, f32::max) };
+    let (mut whole, mut dense) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    dense_scores(index, qvec, &mut whole, &mut dense);
+    // Topic detection reads whole-chunk similarities, the scale its thresholds were set on.
+    let top_dense = if n == 0 { 0.0 } else { whole.iter().copied().fold(f32::MIN, f32::max) };
 
     let Bm25 { scores: bm25, coverage: lexical, term_coverage } = bm25_scores(index, analyzer, question, params);
     let bm25_max = bm25.iter().copied().fold(0.0f32, f32::max);
@@ -184,7 +209,7 @@ pub fn rank(
     };
     let bg = similarities(native_f32(&index.calibration.background));
     let top_background = bg.iter().copied().fold(0.0f32, f32::max);
-    let top3_dense = mean_top3(dense.iter().copied());
+    let top3_dense = mean_top3(whole.iter().copied());
     let top3_background = mean_top3(bg.iter().copied());
     let probes = similarities(native_f32(&index.calibration.probes));
     let top_probe = probes.iter().copied().fold(0.0f32, f32::max);
@@ -319,6 +344,52 @@ fn has_any_word<T: AsRef<str>>(question: &str, terms: &[T]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::top_k;
+
+    /// Two chunks along the axes; chunk 1 has a facet along the diagonal-ish `(0.8, 0.6)`.
+    fn index_with_facets(facet_weight: f32) -> rkyv::util::AlignedVec {
+        use format::{Calibration, DenseVectors, Index};
+        let index = Index {
+            chunks: vec![format::ChunkRef { source: 0, block: 0, slot: 0 }; 2],
+            blocks: Vec::new(),
+            terms: Default::default(),
+            term_starts: vec![0],
+            posting_chunks: Vec::new(),
+            posting_tfs: Vec::new(),
+            chunk_lens: vec![1, 1],
+            avg_chunk_len: 1.0,
+            dims: 2,
+            vectors: DenseVectors::F32(vec![1.0, 0.0, 0.0, 1.0]),
+            facet_chunks: vec![1, 1],
+            facet_vectors: DenseVectors::F32(vec![0.8, 0.6, -1.0, 0.0]),
+            facet_weight,
+            calibration: Calibration {
+                background: Vec::new(),
+                probes: Vec::new(),
+                min_similarity: 0.15,
+                min_margin: 0.0,
+                probe_weight: 0.5,
+                coverage_weight: 0.0,
+                address_terms: Vec::new(),
+                unaddressed_margin: 0.0,
+            },
+            fusion: format::profiles::PERSONA,
+        };
+        rkyv::to_bytes::<rkyv::rancor::Error>(&index).expect("serialises")
+    }
+
+    #[test]
+    fn a_chunk_ranks_by_its_own_vector_moved_towards_its_best_facet() {
+        let q = [1.0f32, 0.0];
+        for (weight, expected) in [(0.0, 0.0), (0.5, 0.4), (1.0, 0.8)] {
+            let bytes = index_with_facets(weight);
+            let index = rkyv::access::<format::ArchivedIndex, rkyv::rancor::Error>(&bytes).expect("valid");
+            let (mut whole, mut best) = (Vec::new(), Vec::new());
+            super::dense_scores(index, &q, &mut whole, &mut best);
+            assert_eq!(whole, [1.0, 0.0], "topic detection reads the chunks' own vectors");
+            assert!((best[0] - 1.0).abs() < 1e-6, "a chunk without facets keeps its own score");
+            assert!((best[1] - expected).abs() < 1e-6, "weight {weight}: {best:?}");
+        }
+    }
 
     #[test]
     fn a_question_is_addressed_by_whole_words_in_any_case_and_possessive() {
