@@ -367,6 +367,10 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     });
     let titles: Vec<&str> = units.iter().flat_map(|u| u.titles.iter().map(String::as_str)).collect();
     let persona = fusion == format::profiles::PERSONA;
+    // A contextual model's similarities carry paraphrases on their own: its persona profile
+    // leans on BM25 only when one chunk holds the question's words.
+    let fusion =
+        if persona && embedder.info().kind != "static" { format::profiles::PERSONA_CONTEXTUAL } else { fusion };
     let names: Vec<&str> = units.iter().flat_map(|u| u.names.iter().map(String::as_str)).collect();
     let calibration = calibrate(embedder, &mut vectors_cache, &titles, &names, persona)?;
     vectors_cache.save();

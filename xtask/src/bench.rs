@@ -16,6 +16,8 @@ struct Kb {
     name: String,
     dir: PathBuf,
     question: &'static str,
+    /// The model directory it is built with (the embedder follows from it).
+    model: PathBuf,
 }
 
 /// One row of the results table.
@@ -52,15 +54,32 @@ pub fn run(root: &Path, quick: bool, service_only: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let mut kbs = Vec::new();
-    if !quick && !service_only {
-        kbs.push(Kb { name: "data/".into(), dir: root.join("data"), question: "What kind of robots do you build?" });
-    }
-    if !quick {
-        kbs.push(Kb {
-            name: "seed-kb (fixed)".into(),
-            dir: fixed_seed_kb(root, &work)?,
-            question: "What did you do at Autodesk?",
-        });
+    // The persona knowledge bases with the default configuration (all-MiniLM-L6-v2 with
+    // facets) and the fastest (potion, `--embedder potion`), in the same run; the service
+    // bench and the synthetic scale rows use potion.
+    let configurations = if quick || service_only {
+        vec![("potion", model.clone())]
+    } else {
+        vec![("default: minilm", crate::model::fetch_spec(root, &crate::model::MINILM)?), ("potion", model.clone())]
+    };
+    let seed_kb = if quick { None } else { Some(fixed_seed_kb(root, &work)?) };
+    for (label, configuration) in &configurations {
+        if !quick && !service_only {
+            kbs.push(Kb {
+                name: format!("data/, {label}"),
+                dir: root.join("data"),
+                question: "What kind of robots do you build?",
+                model: configuration.clone(),
+            });
+        }
+        if let Some(dir) = &seed_kb {
+            kbs.push(Kb {
+                name: format!("seed-kb (fixed), {label}"),
+                dir: dir.clone(),
+                question: "What did you do at Autodesk?",
+                model: configuration.clone(),
+            });
+        }
     }
     let sizes: &[usize] = match (quick, service_only) {
         (true, _) => &[1_000],
@@ -71,9 +90,10 @@ pub fn run(root: &Path, quick: bool, service_only: bool) -> Result<()> {
         let dir = work.join(format!("synthetic-{n}"));
         crate::synth::generate(&dir, n)?;
         kbs.push(Kb {
-            name: format!("synthetic {n}"),
+            name: format!("synthetic {n}, potion"),
             dir,
             question: "Which book about sourdough baking changed how you think?",
+            model: model.clone(),
         });
     }
     let wrk = !quick && ensure_wrk();
@@ -90,7 +110,7 @@ pub fn run(root: &Path, quick: bool, service_only: bool) -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     for kb in &kbs {
-        let row = measure(&bin, &model, &work, kb, quick, wrk, against.as_deref())?;
+        let row = measure(&bin, &kb.model, &work, kb, quick, wrk, against.as_deref())?;
         println!(
             "| {} | {} | {} | {} | {:.1} MiB | {} | {} | {:.1} µs | {:.1} µs | {:.1} MiB ({:.2}× artifact) | {} |",
             row.name,
@@ -139,7 +159,13 @@ pub fn run(root: &Path, quick: bool, service_only: bool) -> Result<()> {
     let service_kbs: Vec<(String, PathBuf)> = kbs
         .iter()
         .filter(|k| {
-            if quick { k.name == "synthetic 1000" } else { k.name == "seed-kb (fixed)" || k.name == "synthetic 100000" }
+            let potion = k.model == model;
+            potion
+                && if quick {
+                    k.name.starts_with("synthetic 1000,")
+                } else {
+                    k.name.starts_with("seed-kb") || k.name.starts_with("synthetic 100000,")
+                }
         })
         .map(|k| (k.name.clone(), k.dir.clone()))
         .collect();

@@ -39,7 +39,7 @@ pub fn run(root: &Path, tune: bool) -> Result<()> {
     println!("| retrieval | train nDCG@10 | train Recall@100 | test nDCG@10 | test Recall@100 | median query |");
     println!("|---|---|---|---|---|---|");
     for mode in ["bm25", "dense", "hybrid"] {
-        let embedder = std::env::var("LORE_EMBEDDER").unwrap_or_else(|_| "potion".into());
+        let embedder = crate::model::embedder_of(&model);
         let mut row = format!("| {mode} ({embedder}) ");
         let mut took = Vec::new();
         for split in &splits {
