@@ -268,9 +268,11 @@ pub const ADDRESS_TERMS: &[&str] =
 /// Persona knowledge bases, static (Model2Vec) embedders.
 pub const TOPIC_STATIC: TopicRule =
     TopicRule { min_margin: -0.16, probe_weight: 0.5, coverage_weight: 0.0, unaddressed_margin: 0.5 };
-/// Persona knowledge bases, transformer and API embedders.
+/// Persona knowledge bases, transformer and API embedders: chosen again on the v2 dev and
+/// holdout splits together (the holdout once measured joined the tuning questions), with
+/// all-MiniLM-L6-v2 as the default embedder; every leading point had unaddressed margin 1.
 pub const TOPIC_CONTEXTUAL: TopicRule =
-    TopicRule { min_margin: -0.09, probe_weight: 0.75, coverage_weight: 0.0, unaddressed_margin: 0.5 };
+    TopicRule { min_margin: -0.12, probe_weight: 0.5, coverage_weight: 0.0, unaddressed_margin: 1.0 };
 /// Document collections, static embedders: questions to a document collection are not
 /// addressed to anyone, so the persona probes do not apply and lexical coverage counts more.
 /// No topic set exists for documents yet; these are the constants first chosen for personas.
@@ -805,7 +807,8 @@ mod tests {
         let mut questions = Vec::new();
         let files = std::fs::read_dir(&root)
             .expect("eval/persona")
-            .chain(std::fs::read_dir(root.join("v2")).expect("eval/persona/v2"));
+            .chain(std::fs::read_dir(root.join("v2")).expect("eval/persona/v2"))
+            .chain(std::fs::read_dir(root.join("v3")).expect("eval/persona/v3"));
         for entry in files {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "jsonl") {
@@ -815,7 +818,7 @@ mod tests {
                 }
             }
         }
-        assert!(questions.len() > 700, "the evaluation sets were not all found ({} questions)", questions.len());
+        assert!(questions.len() > 900, "the evaluation sets were not all found ({} questions)", questions.len());
         let mut repeats = Vec::new();
         let stored = super::BACKGROUND_QUESTIONS.lines().chain(super::PERSONA_QUESTIONS.lines());
         for background in stored.filter(|l| !l.trim().is_empty()) {

@@ -57,8 +57,12 @@ impl TopicSignals {
 
 pub fn run(root: &Path, what: &str, tune: bool, split: Option<&str>) -> Result<()> {
     match (what, split) {
-        ("persona", Some(split @ ("dev" | "holdout"))) => persona_v2(root, split, tune && split == "dev"),
-        ("persona", Some(other)) => bail!("unknown split `{other}`; use `--split dev` or `--split holdout`"),
+        ("persona", Some(split @ ("dev" | "holdout" | "dev+holdout" | "v3"))) => {
+            persona_v2(root, split, tune && split.starts_with("dev"))
+        }
+        ("persona", Some(other)) => {
+            bail!("unknown split `{other}`; use `--split dev`, `holdout`, `dev+holdout` or `v3`")
+        }
         ("persona", None) => persona(root),
         ("scifact", _) => crate::scifact::run(root, tune),
         (other, _) => bail!("unknown eval `{other}`; try `cargo xtask eval persona` or `cargo xtask eval scifact`"),
@@ -233,17 +237,30 @@ fn persona_v2(root: &Path, split: &str, grid: bool) -> Result<()> {
     let work = root.join("target/eval");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let v2 = root.join("eval/persona/v2");
-    let off_topic = load(&v2.join(format!("off-topic.{split}.jsonl")))?;
-    let resumes_qs = load(&v2.join(format!("resumes.{split}.jsonl")))?;
+    // `dev+holdout`: the v2 holdout, once measured, joined the tuning questions; `v3` is the
+    // held-out set written after that (eval/persona/README.md).
+    let files = |set: &str| -> Vec<PathBuf> {
+        match split {
+            "v3" => vec![root.join(format!("eval/persona/v3/{set}.holdout.jsonl"))],
+            "dev+holdout" => {
+                ["dev", "holdout"].iter().map(|s| root.join(format!("eval/persona/v2/{set}.{s}.jsonl"))).collect()
+            }
+            _ => vec![root.join(format!("eval/persona/v2/{set}.{split}.jsonl"))],
+        }
+    };
+    let load_all = |set: &str| -> Result<Vec<Question>> {
+        let mut all = Vec::new();
+        for file in files(set) {
+            all.extend(load(&file)?);
+        }
+        Ok(all)
+    };
+    let off_topic = load_all("off-topic")?;
+    let resumes_qs = load_all("resumes")?;
     let resumes = root.join("../shared/fixtures/resumes");
     let mut kbs: Vec<(String, PathBuf, Vec<Question>)> = vec![
-        (
-            "seed-kb (fixed)".into(),
-            crate::bench::fixed_seed_kb(root, &work)?,
-            load(&v2.join(format!("seed-kb.{split}.jsonl")))?,
-        ),
-        ("data/".into(), root.join("data"), load(&v2.join(format!("data.{split}.jsonl")))?),
+        ("seed-kb (fixed)".into(), crate::bench::fixed_seed_kb(root, &work)?, load_all("seed-kb")?),
+        ("data/".into(), root.join("data"), load_all("data")?),
     ];
     for (name, file) in [
         ("richard-hendriks", "jsonresume/richard-hendriks.sample.resume.json"),
@@ -263,10 +280,7 @@ fn persona_v2(root: &Path, split: &str, grid: bool) -> Result<()> {
             .collect();
         kbs.push((format!("résumé {name}"), dir, qs));
     }
-    println!(
-        "split: {split} (eval/persona/v2/*.{split}.jsonl; {} off-topic questions asked of every knowledge base)\n",
-        off_topic.len()
-    );
+    println!("split: {split} ({} off-topic questions asked of every knowledge base)\n", off_topic.len());
     println!(
         "| knowledge base | recall@1 | recall@5 | recall@5 direct | recall@5 paraphrases | on-topic refused (false refusals) | off-topic refused | median query |"
     );
