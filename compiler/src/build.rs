@@ -371,8 +371,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     let persona = fusion == format::profiles::PERSONA;
     // A contextual model's similarities carry paraphrases on their own: its persona profile
     // leans on BM25 only when one chunk holds the question's words.
-    let fusion =
-        if persona && embedder.info().kind != "static" { format::profiles::PERSONA_CONTEXTUAL } else { fusion };
+    let fusion = if persona && !embedder.is_static() { format::profiles::PERSONA_CONTEXTUAL } else { fusion };
     let names: Vec<&str> = units.iter().flat_map(|u| u.names.iter().map(String::as_str)).collect();
     let calibration = calibrate(embedder, &mut vectors_cache, &titles, &names, persona)?;
     vectors_cache.save();
@@ -758,7 +757,7 @@ fn calibrate(
         .collect();
     let probe_refs: Vec<&str> = probe_texts.iter().map(String::as_str).collect();
     let probes = cache.embed(embedder, &probe_refs)?.concat();
-    let rule = match (embedder.info().kind == "static", persona) {
+    let rule = match (embedder.is_static(), persona) {
         (true, true) => TOPIC_STATIC,
         (false, true) => TOPIC_CONTEXTUAL,
         (true, false) => TOPIC_STATIC_DOCUMENTS,

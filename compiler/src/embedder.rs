@@ -105,6 +105,12 @@ impl Embedder {
         Err(EmbedderError::NotCompiled("minilm"))
     }
 
+    /// Whether each text's vector depends on its words alone (Model2Vec), not on their
+    /// context (a transformer, an API): facets, the fusion profile and the topic rule differ.
+    pub fn is_static(&self) -> bool {
+        matches!(self, Embedder::Static(_))
+    }
+
     pub fn dims(&self) -> usize {
         match self {
             Embedder::Static(m) => m.table().dims as usize,

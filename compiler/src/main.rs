@@ -293,7 +293,7 @@ fn run(cli: Cli) -> Result<()> {
                 AudienceArg::Internal => Audience::Internal,
             };
             let facets = match facets {
-                FacetsArg::Auto => embedder.info().kind != "static",
+                FacetsArg::Auto => !embedder.is_static(),
                 FacetsArg::On => true,
                 FacetsArg::Off => false,
             };

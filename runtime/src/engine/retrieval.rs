@@ -120,7 +120,8 @@ fn dense_scores(index: &ArchivedIndex, qvec: &[f32], whole: &mut Vec<f32>, best:
     score_table(&index.vectors, dims, qvec, whole);
     whole.resize(n, 0.0);
     best.extend_from_slice(whole);
-    if index.facet_chunks.is_empty() {
+    let w = index.facet_weight.to_native();
+    if index.facet_chunks.is_empty() || w == 0.0 {
         return;
     }
     let mut facets = Vec::with_capacity(index.facet_chunks.len());
@@ -131,7 +132,6 @@ fn dense_scores(index: &ArchivedIndex, qvec: &[f32], whole: &mut Vec<f32>, best:
             *b = b.max(score);
         }
     }
-    let w = index.facet_weight.to_native();
     for (b, w0) in best.iter_mut().zip(whole.iter()) {
         *b = (1.0 - w) * w0 + w * *b;
     }
