@@ -807,7 +807,8 @@ mod tests {
         let files = std::fs::read_dir(&root)
             .expect("eval/persona")
             .chain(std::fs::read_dir(root.join("v2")).expect("eval/persona/v2"))
-            .chain(std::fs::read_dir(root.join("v3")).expect("eval/persona/v3"));
+            .chain(std::fs::read_dir(root.join("v3")).expect("eval/persona/v3"))
+            .chain(std::fs::read_dir(root.join("v4")).expect("eval/persona/v4"));
         for entry in files {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "jsonl") {

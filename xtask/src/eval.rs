@@ -57,11 +57,11 @@ impl TopicSignals {
 
 pub fn run(root: &Path, what: &str, tune: bool, split: Option<&str>) -> Result<()> {
     match (what, split) {
-        ("persona", Some(split @ ("dev" | "holdout" | "dev+holdout" | "v3"))) => {
-            persona_v2(root, split, tune && split.starts_with("dev"))
+        ("persona", Some(split @ ("dev" | "holdout" | "dev+holdout" | "tune" | "v3" | "v4"))) => {
+            persona_v2(root, split, tune && (split.starts_with("dev") || split == "tune"))
         }
         ("persona", Some(other)) => {
-            bail!("unknown split `{other}`; use `--split dev`, `holdout`, `dev+holdout` or `v3`")
+            bail!("unknown split `{other}`; use `--split dev`, `holdout`, `dev+holdout`, `tune`, `v3` or `v4`")
         }
         ("persona", None) => persona(root),
         ("scifact", _) => crate::scifact::run(root, tune),
@@ -238,10 +238,16 @@ fn persona_v2(root: &Path, split: &str, grid: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     // `dev+holdout`: the v2 holdout, once measured, joined the tuning questions; `v3` is the
-    // held-out set written after that (eval/persona/README.md).
+    // held-out set written after that, and `tune` every set measured so far (v2 and v3); `v4`
+    // is the held-out set written after v3 was measured (eval/persona/README.md).
     let files = |set: &str| -> Vec<PathBuf> {
         match split {
-            "v3" => vec![root.join(format!("eval/persona/v3/{set}.holdout.jsonl"))],
+            "v3" | "v4" => vec![root.join(format!("eval/persona/{split}/{set}.holdout.jsonl"))],
+            "tune" => vec![
+                root.join(format!("eval/persona/v2/{set}.dev.jsonl")),
+                root.join(format!("eval/persona/v2/{set}.holdout.jsonl")),
+                root.join(format!("eval/persona/v3/{set}.holdout.jsonl")),
+            ],
             "dev+holdout" => {
                 ["dev", "holdout"].iter().map(|s| root.join(format!("eval/persona/v2/{set}.{s}.jsonl"))).collect()
             }

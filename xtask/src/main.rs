@@ -24,7 +24,7 @@ tasks:
   bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run, --service for
                 only the service-layer table (swap time, throughput while swapping, RSS)
   eval persona  retrieval and topic-detection quality on the persona sets (see EVALUATION.md);
-                --split dev|holdout|dev+holdout|v3 for the larger sets (tune on dev; a holdout once, at the end)
+                --split dev|holdout|dev+holdout|tune|v3|v4 for the larger sets (tune on dev or tune; a holdout once, at the end)
   eval scifact  BEIR SciFact nDCG@10 / Recall@100, train and test; --tune grid-searches on train
   synth N DIR   write the deterministic synthetic knowledge base of N chunks that bench uses into DIR
   fuzz TARGET|all [--secs N] [--engine auto|libfuzzer|stable]
