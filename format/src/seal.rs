@@ -58,6 +58,15 @@ impl Key {
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }
 
+    /// A key for another purpose (e.g. sealing conversation memory), derived with HKDF-SHA256
+    /// so that neither key reveals the other and the artifact key is never used for it as is.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's output limit; expand cannot fail.
+        let _ = Hkdf::<Sha256>::new(Some(b"lore derived key v1"), &self.0).expand(purpose.as_bytes(), &mut out);
+        out
+    }
+
     /// A public fingerprint of the key, stored in the header so a wrong key is reported as
     /// such instead of as tampering.
     pub fn id(&self) -> KeyId {

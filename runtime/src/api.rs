@@ -191,6 +191,84 @@ impl Answer {
     }
 }
 
+/// Longest accepted session id, in bytes (visible ASCII).
+pub const MAX_SESSION_ID_BYTES: usize = 128;
+
+/// A chat message as clients send it to `/v1/chat` (or `/v1/kb/NAME/chat`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    pub message: String,
+    /// The conversation this message continues; a new one is made when absent.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Stream the answer as server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub kb: Option<String>,
+    #[serde(default)]
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+impl ChatRequest {
+    /// Check limits of the message and the session id.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let probe = QueryRequest { q: self.message.clone(), ..QueryRequest::default() };
+        probe.options().map_err(|e| match e {
+            RequestError::EmptyQuestion => ApiError::new(ErrorCode::BadRequest, "`message` is empty"),
+            RequestError::QuestionTooLong(n) => ApiError::new(
+                ErrorCode::QuestionTooLong,
+                format!("`message` is {n} bytes; the limit is {MAX_QUESTION_BYTES}"),
+            ),
+            other => ApiError::from(other),
+        })?;
+        if let Some(id) = &self.session_id
+            && (id.is_empty() || id.len() > MAX_SESSION_ID_BYTES || !id.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("`session_id` must be 1 to {MAX_SESSION_ID_BYTES} visible ASCII characters"),
+            ));
+        }
+        for (field, value) in [("kb", &self.kb), ("variant", &self.variant), ("user", &self.user)] {
+            if let Some(v) = value
+                && v.len() > MAX_NAME_BYTES
+            {
+                return Err(ApiError::from(RequestError::NameTooLong { field, len: v.len() }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One chat answer, as `/v1/chat` sends it (the last event of a stream carries it too).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChatAnswer {
+    pub answer: String,
+    pub citations: Vec<crate::chat::Citation>,
+    pub on_topic: bool,
+    /// Made without an LLM (none configured, or it failed: see `degraded`).
+    pub extractive: bool,
+    /// Why the LLM's answer was replaced by the extractive one, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<&'static str>,
+    pub session_id: String,
+    pub kb: String,
+    pub variant: String,
+    pub assignment: Assignment,
+    pub artifact: ArtifactRef,
+    /// The self-contained question retrieval used (the message joined to the one it follows).
+    pub retrieval_question: String,
+    #[serde(skip)]
+    pub prompt_tokens: Option<u64>,
+    #[serde(skip)]
+    pub completion_tokens: Option<u64>,
+    pub took_us: u64,
+}
+
 /// Every error a client can be sent, each with one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -211,6 +289,8 @@ pub enum ErrorCode {
     EmbedderUnavailable,
     Overloaded,
     Timeout,
+    UnknownSession,
+    MemoryUnavailable,
     Internal,
 }
 
@@ -234,6 +314,8 @@ impl ErrorCode {
             ErrorCode::EmbedderUnavailable => "embedder_unavailable",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::UnknownSession => "unknown_session",
+            ErrorCode::MemoryUnavailable => "memory_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -242,7 +324,11 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::NotFound | ErrorCode::UnknownKb | ErrorCode::UnknownVariant | ErrorCode::NoDefaultKb => 404,
+            ErrorCode::NotFound
+            | ErrorCode::UnknownKb
+            | ErrorCode::UnknownVariant
+            | ErrorCode::NoDefaultKb
+            | ErrorCode::UnknownSession => 404,
             ErrorCode::AdminDisabled => 404,
             ErrorCode::Timeout => 408,
             ErrorCode::NothingToRollBack => 409,
@@ -250,7 +336,10 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::ReloadFailed => 422,
             ErrorCode::Internal | ErrorCode::ArtifactDamaged => 500,
-            ErrorCode::ArtifactChanged | ErrorCode::EmbedderUnavailable | ErrorCode::Overloaded => 503,
+            ErrorCode::ArtifactChanged
+            | ErrorCode::EmbedderUnavailable
+            | ErrorCode::Overloaded
+            | ErrorCode::MemoryUnavailable => 503,
         }
     }
 

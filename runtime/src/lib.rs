@@ -6,6 +6,8 @@
 //!   atomic pointer; loading, swapping, rollback.
 //! - [`service`]: the one entry point of every transport: validate, choose the engine, run,
 //!   record metrics, map errors ([`api`] holds the wire types and that one mapping).
+//! - [`chat`]: the answer layer on top of retrieval (persona, LLM or extractive answers,
+//!   citations, conversation memory); the service calls it like an engine.
 //! - [`server`]: thin adapters (HTTP, stdin, admin, metrics) and the process lifecycle.
 //!
 //! [`config`] reads what to serve; [`metrics`] is the Prometheus registry. This crate never
@@ -14,6 +16,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod chat;
 pub mod config;
 pub mod engine;
 pub mod metrics;

@@ -91,6 +91,8 @@ enum Command {
         admin_token_file: Option<PathBuf>,
         #[command(flatten)]
         limits: HttpLimits,
+        #[command(flatten)]
+        chat: Box<ChatArgs>,
     },
     /// Ask one question and print the answer.
     Query {
@@ -104,6 +106,95 @@ enum Command {
         #[arg(short, long, env = "LORE_K", default_value_t = runtime::DEFAULT_K)]
         k: usize,
     },
+}
+
+/// How chat answers are made and remembered (`/v1/chat`, `/v1/chat/completions`).
+#[derive(clap::Args, Debug)]
+struct ChatArgs {
+    /// The chat model of an OpenAI-compatible API; without one, answers are extractive.
+    #[arg(long, env = "LORE_LLM_MODEL")]
+    llm_model: Option<String>,
+    /// The OpenAI-compatible API (OpenAI, Ollama, vLLM, llama.cpp's server); the key is read
+    /// from OPENAI_API_KEY only, never from a flag.
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1")]
+    openai_base_url: String,
+    /// Seconds one LLM answer may take, retries included; then the answer is extractive.
+    #[arg(long, env = "LORE_LLM_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    llm_timeout_secs: u64,
+    /// Retries of an LLM call answered 429 or 5xx (before any text was streamed).
+    #[arg(long, env = "LORE_LLM_RETRIES", default_value_t = 3)]
+    llm_retries: u32,
+    /// Longest LLM answer, in tokens.
+    #[arg(long, env = "LORE_LLM_MAX_TOKENS", default_value_t = 600)]
+    llm_max_tokens: u32,
+    /// Conversation memory: an SQLite file (created if missing), or `:memory:` for memory that
+    /// ends with the process.
+    #[arg(long, env = "LORE_MEMORY", default_value = ":memory:")]
+    memory: PathBuf,
+    /// A file holding the base64 memory key (LORE_MEMORY_KEY gives it directly). Without one,
+    /// a memory file is sealed with a key derived from the artifact key.
+    #[arg(long, env = "LORE_MEMORY_KEY_FILE")]
+    memory_key_file: Option<PathBuf>,
+    /// Turns kept verbatim per conversation; older ones are folded into a summary.
+    #[arg(long, env = "LORE_MEMORY_MAX_TURNS", default_value_t = 40, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
+    memory_max_turns: usize,
+    /// Seconds a conversation is kept after its last message.
+    #[arg(long, env = "LORE_MEMORY_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    memory_ttl_secs: u64,
+    /// Sealed bytes kept over all conversations; the least recently used go first.
+    #[arg(long, env = "LORE_MEMORY_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    memory_max_bytes: u64,
+}
+
+/// The chat layer and its memory, from the flags. The memory key: LORE_MEMORY_KEY or
+/// --memory-key-file; else one derived from the artifact key; else, for `:memory:` only, a
+/// random one (a file sealed with a key nobody has would be lost at the next start).
+fn chat_layer(args: &ChatArgs, open: &OpenArgs) -> Result<(runtime::chat::Chat, runtime::chat::memory::Memory)> {
+    use runtime::chat::llm::{Llm, LlmConfig};
+    let llm = args.llm_model.as_ref().filter(|m| !m.trim().is_empty()).map(|model| {
+        Llm::new(LlmConfig {
+            base_url: args.openai_base_url.clone(),
+            api_key: std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.trim().is_empty()),
+            model: model.clone(),
+            deadline: Duration::from_secs(args.llm_timeout_secs),
+            max_retries: args.llm_retries,
+            temperature: 0.3,
+            max_tokens: args.llm_max_tokens,
+        })
+    });
+    let memory_key = std::env::var("LORE_MEMORY_KEY").ok();
+    let loaded = format::seal::load_key(memory_key.as_deref(), args.memory_key_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("{}", e.replace("LORE_KEY", "LORE_MEMORY_KEY")))?;
+    if let Some(warning) = loaded.as_ref().and_then(|k| k.warning.as_ref()) {
+        tracing::warn!("{warning}");
+    }
+    let in_process = args.memory.as_os_str() == ":memory:";
+    let master: [u8; 32] = match loaded {
+        Some(k) => k.key.derive("conversation memory"),
+        None => match format::seal::load_key(open.key.as_deref(), open.key_file.as_deref()).ok().flatten() {
+            Some(k) => k.key.derive("conversation memory"),
+            None if in_process => {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("the random source failed: {e}"))?;
+                bytes
+            }
+            None => anyhow::bail!(
+                "LORE_MEMORY names a file but no key seals it: give LORE_MEMORY_KEY or LORE_MEMORY_KEY_FILE (base64, 32 bytes; `lorec keygen` makes one)"
+            ),
+        },
+    };
+    let limits = runtime::chat::memory::Limits {
+        max_turns: args.memory_max_turns,
+        ttl: Duration::from_secs(args.memory_ttl_secs),
+        max_bytes: args.memory_max_bytes,
+    };
+    let memory = runtime::chat::memory::Memory::open(&args.memory, &master, limits)?;
+    tracing::info!(
+        llm = args.llm_model.as_deref().unwrap_or("none (extractive answers)"),
+        memory = %args.memory.display(),
+        "chat"
+    );
+    Ok((runtime::chat::Chat::new(llm), memory))
 }
 
 /// `lore serve --http` connection limits (see `runtime::listener`).
@@ -251,6 +342,7 @@ fn run(cli: Cli) -> Result<()> {
             watch_ms,
             admin_token_file,
             limits,
+            chat,
         } => {
             let config = match (config, artifact) {
                 (Some(file), _) => Config::from_file(&file)?,
@@ -258,6 +350,12 @@ fn run(cli: Cli) -> Result<()> {
                 (None, None) => anyhow::bail!("give an ARTIFACT or --config FILE"),
             };
             let admin_token = admin_token(admin_token_file.as_deref())?;
+            let (chat, memory) = chat_layer(&chat, &cli.open).map_err(|e| {
+                anyhow::Error::new(Rejected(runtime::api::ApiError::new(
+                    runtime::api::ErrorCode::BadRequest,
+                    format!("{e:#}"),
+                )))
+            })?;
             let started = std::time::Instant::now();
             let metrics = Arc::new(runtime::metrics::Metrics::default());
             let registry = Registry::open(&config, options, metrics.clone())?;
@@ -268,7 +366,7 @@ fn run(cli: Cli) -> Result<()> {
                 open_us = started.elapsed().as_micros() as u64,
                 "ready"
             );
-            let service = Arc::new(Service::new(registry, metrics));
+            let service = Arc::new(Service::new(registry, metrics).with_chat(chat, Some(memory)));
             let nofile = runtime::server::listener::open_file_limit();
             let max_connections = runtime::server::listener::connection_cap(limits.max_connections, nofile);
             if http.is_some() && max_connections < limits.max_connections {

@@ -55,6 +55,14 @@ pub struct InfoLabels {
     pub digest: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChatLabels {
+    pub kb: String,
+    pub variant: String,
+    /// `llm`, `extractive`, `degraded` (the LLM failed) or `refusal` (off topic).
+    pub origin: &'static str,
+}
+
 /// Every metric of one process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -67,6 +75,9 @@ pub struct Metrics {
     pub rollbacks: Family<VariantLabels, Counter>,
     pub artifact_info: Family<InfoLabels, Gauge>,
     pub weights: Family<VariantLabels, Gauge>,
+    pub chat_answers: Family<ChatLabels, Counter>,
+    pub chat_answer_chars: Family<ChatLabels, Counter>,
+    pub chat_latency: Family<VariantLabels, Histogram, fn() -> Histogram>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -85,6 +96,25 @@ impl Default for Metrics {
         let rollbacks = Family::<VariantLabels, Counter>::default();
         let artifact_info = Family::<InfoLabels, Gauge>::default();
         let weights = Family::<VariantLabels, Gauge>::default();
+        let chat_answers = Family::<ChatLabels, Counter>::default();
+        let chat_answer_chars = Family::<ChatLabels, Counter>::default();
+        let chat_latency =
+            Family::<VariantLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "lore_chat_answers",
+            "Chat answers by knowledge base, variant and origin (llm, extractive, degraded, refusal)",
+            chat_answers.clone(),
+        );
+        registry.register(
+            "lore_chat_answer_chars",
+            "Characters of chat answers, by knowledge base, variant and origin (divide by lore_chat_answers for the mean length)",
+            chat_answer_chars.clone(),
+        );
+        registry.register(
+            "lore_chat_duration_seconds",
+            "Time to answer a chat message, the LLM included",
+            chat_latency.clone(),
+        );
         registry.register(
             "lore_requests",
             "Queries by knowledge base, variant, artifact version and outcome (ok or an error code)",
@@ -113,7 +143,20 @@ impl Default for Metrics {
             artifact_info.clone(),
         );
         registry.register("lore_variant_weight", "Each variant's share of assignments, in percent", weights.clone());
-        Metrics { registry, requests, answers, latency, swaps, swaps_rejected, rollbacks, artifact_info, weights }
+        Metrics {
+            registry,
+            requests,
+            answers,
+            latency,
+            swaps,
+            swaps_rejected,
+            rollbacks,
+            artifact_info,
+            weights,
+            chat_answers,
+            chat_answer_chars,
+            chat_latency,
+        }
     }
 }
 
@@ -124,6 +167,16 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Count one chat answer: refusal rates, answer lengths and latencies per variant, for A/B tests.
+    pub fn chat_answered(&self, kb: &str, variant: &str, origin: &'static str, chars: usize, seconds: f64) {
+        let labels = ChatLabels { kb: kb.to_string(), variant: variant.to_string(), origin };
+        self.chat_answers.get_or_create(&labels).inc();
+        self.chat_answer_chars.get_or_create(&labels).inc_by(chars as u64);
+        self.chat_latency
+            .get_or_create(&VariantLabels { kb: kb.to_string(), variant: variant.to_string() })
+            .observe(seconds);
     }
 
     /// Count a refused request that never reached a variant.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::api::{Answer, ApiError, ErrorCode, QueryRequest};
+use crate::api::{Answer, ApiError, ChatAnswer, ChatRequest, ErrorCode, QueryRequest};
+use crate::chat::memory::{History, Memory, MemoryError, Role, Turn};
+use crate::chat::{Chat, Origin};
 use crate::metrics::Metrics;
 use crate::registry::{Loaded, Registry, Report, Trigger};
 
@@ -21,11 +23,41 @@ pub struct Route {
     pub user: Option<String>,
 }
 
-/// The service: a registry of engines and the process's metrics.
+/// The service: a registry of engines, the process's metrics, and the chat layer with its
+/// conversation memory.
 #[derive(Debug)]
 pub struct Service {
     registry: Registry,
     metrics: Arc<Metrics>,
+    chat: Chat,
+    memory: Option<Memory>,
+}
+
+/// Where a chat message's conversation comes from.
+#[derive(Debug, Clone)]
+pub enum Conversation {
+    /// The session in memory (`/v1/chat`); stored after the answer.
+    Session(Option<String>),
+    /// Given whole by the client (`/v1/chat/completions` sends every earlier message); not stored.
+    Given(History),
+}
+
+fn memory_error(e: &MemoryError) -> ApiError {
+    tracing::error!("conversation memory failed: {e}");
+    ApiError::new(ErrorCode::MemoryUnavailable, "conversation memory is unavailable; see the server log")
+}
+
+/// A new session id: 128 random bits, hex.
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Unique within the process is enough for a fallback; ids are not secrets.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+        bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A value given in two places must agree.
@@ -41,7 +73,145 @@ fn merge(field: &str, from_route: Option<String>, from_body: Option<String>) -> 
 
 impl Service {
     pub fn new(registry: Registry, metrics: Arc<Metrics>) -> Service {
-        Service { registry, metrics }
+        Service { registry, metrics, chat: Chat::default(), memory: None }
+    }
+
+    /// Chat with this LLM client (extractive answers without one) and this memory.
+    pub fn with_chat(mut self, chat: Chat, memory: Option<Memory>) -> Service {
+        self.chat = chat;
+        self.memory = memory;
+        self
+    }
+
+    pub fn chat(&self) -> &Chat {
+        &self.chat
+    }
+
+    /// Answer one chat message on this thread: pick the engine, read the conversation, answer
+    /// (streaming text to `on_token`, which cancels by returning false), store both turns.
+    pub fn chat_blocking(
+        &self,
+        mut req: ChatRequest,
+        conversation: Conversation,
+        route: Route,
+        request_id: &str,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<ChatAnswer, ApiError> {
+        let started = Instant::now();
+        req.check()?;
+        req.kb = merge("kb", route.kb, req.kb.take())?;
+        req.variant = merge("variant", route.variant, req.variant.take())?;
+        req.user = merge("user", route.user, req.user.take())?;
+        let (loaded, assignment) =
+            self.registry.pick(req.kb.as_deref(), req.variant.as_deref(), req.user.as_deref()).inspect_err(|e| {
+                let kb = self.registry.kb(req.kb.as_deref()).map_or("", |k| k.name.as_str());
+                self.metrics.refused(kb, e.code.as_str());
+            })?;
+        let (session, history, store) = match conversation {
+            Conversation::Given(history) => (req.session_id.clone().unwrap_or_default(), history, false),
+            Conversation::Session(id) => {
+                let id = id.or(req.session_id.clone()).unwrap_or_else(new_session_id);
+                let history = match &self.memory {
+                    Some(m) => m.history(&id).map_err(|e| memory_error(&e))?,
+                    None => History::default(),
+                };
+                (id, history, self.memory.is_some())
+            }
+        };
+        let m = &loaded.metrics;
+        let reply = self.chat.respond(&loaded.engine, &req.message, &history, on_token).map_err(|e| {
+            let api = ApiError::from(&e);
+            m.failed(&self.metrics, api.code.as_str());
+            tracing::error!(request_id, kb = %loaded.kb, variant = %loaded.variant, "chat failed: {e}");
+            api
+        })?;
+        let cancelled = reply.origin == Origin::Degraded("cancelled");
+        if store
+            && !cancelled
+            && let Some(memory) = &self.memory
+        {
+            let turns = [
+                Turn {
+                    role: Role::User,
+                    text: req.message.clone(),
+                    citations: Vec::new(),
+                    retrieval_question: Some(reply.retrieval_question.clone()),
+                },
+                Turn {
+                    role: Role::Assistant,
+                    text: reply.text.clone(),
+                    citations: reply.citations.iter().map(|c| c.id.clone()).collect(),
+                    retrieval_question: None,
+                },
+            ];
+            memory.append(&session, &turns, &crate::chat::fold_summary).map_err(|e| memory_error(&e))?;
+        }
+        let (extractive, degraded, origin) = match reply.origin {
+            Origin::Llm => (false, None, "llm"),
+            Origin::Extractive => (true, None, "extractive"),
+            Origin::Refusal => (false, None, "refusal"),
+            Origin::Degraded(reason) => (true, Some(reason), "degraded"),
+        };
+        self.metrics.chat_answered(
+            &loaded.kb,
+            &loaded.variant,
+            origin,
+            reply.text.len(),
+            started.elapsed().as_secs_f64(),
+        );
+        tracing::info!(
+            request_id,
+            kb = %loaded.kb,
+            variant = %loaded.variant,
+            on_topic = reply.on_topic,
+            origin,
+            degraded,
+            answer_chars = reply.text.chars().count(),
+            citations = reply.citations.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "chat answered"
+        );
+        Ok(ChatAnswer {
+            answer: reply.text,
+            citations: reply.citations,
+            on_topic: reply.on_topic,
+            extractive,
+            degraded,
+            session_id: session,
+            kb: loaded.kb.clone(),
+            variant: loaded.variant.clone(),
+            assignment,
+            artifact: crate::api::ArtifactRef { version: reply.artifact.version, build_id: reply.artifact.build_id },
+            retrieval_question: reply.retrieval_question,
+            prompt_tokens: reply.prompt_tokens,
+            completion_tokens: reply.completion_tokens,
+            took_us: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// A session's summary and turns (`GET /v1/sessions/ID`); unknown or expired sessions are
+    /// an error.
+    pub fn session(&self, id: &str) -> Result<History, ApiError> {
+        let Some(memory) = &self.memory else {
+            return Err(ApiError::new(ErrorCode::UnknownSession, "no conversation memory is configured"));
+        };
+        let history = memory.history(id).map_err(|e| memory_error(&e))?;
+        if history.turns.is_empty() && history.summary.is_none() {
+            return Err(ApiError::new(ErrorCode::UnknownSession, "no such session"));
+        }
+        Ok(history)
+    }
+
+    /// Forget a session (`DELETE /v1/sessions/ID`).
+    pub fn delete_session(&self, id: &str) -> Result<(), ApiError> {
+        let Some(memory) = &self.memory else {
+            return Err(ApiError::new(ErrorCode::UnknownSession, "no conversation memory is configured"));
+        };
+        match memory.delete(id) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ApiError::new(ErrorCode::UnknownSession, "no such session")),
+            Err(e) => Err(memory_error(&e)),
+        }
     }
 
     pub fn registry(&self) -> &Registry {

@@ -3,6 +3,7 @@
 //! Run through `cargo xtask test`, which fetches the model and builds the binaries first.
 
 mod artifact;
+mod chat;
 mod collections;
 mod diagnostics;
 mod golden;

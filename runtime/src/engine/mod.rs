@@ -526,6 +526,23 @@ impl Engine {
         })
     }
 
+    /// Visit the first `limit` chunks in artifact order as (section, title, text) until `visit`
+    /// returns false: what the chat layer reads to derive a persona from the knowledge base.
+    pub fn visit_chunks(
+        &self,
+        limit: usize,
+        visit: &mut dyn FnMut(&str, &str, &str) -> bool,
+    ) -> Result<(), EngineError> {
+        self.check_intact()?;
+        for chunk in self.index().chunks.iter().take(limit) {
+            let record = self.record(chunk)?;
+            if !visit(record.section.as_str(), record.title.as_str(), record.text.as_str()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The full record of a chunk, from its (lazily opened) text block.
     fn record(&self, chunk: &format::ArchivedChunkRef) -> Result<&format::ArchivedChunkRecord, EngineError> {
         let block = self.block(chunk.block.to_native() as usize)?;

@@ -19,6 +19,8 @@ use crate::service::{RequestIds, Route, Service};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Largest `/v1/chat/completions` body: OpenAI clients send the whole conversation each time.
+pub const MAX_COMPLETIONS_BODY_BYTES: usize = 512 * 1024;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_LORE_USER: HeaderName = HeaderName::from_static("x-lore-user");
@@ -56,7 +58,7 @@ fn header_text(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>,
     }
 }
 
-fn route(kb: Option<String>, headers: &HeaderMap) -> Result<Route, ApiError> {
+pub(crate) fn route(kb: Option<String>, headers: &HeaderMap) -> Result<Route, ApiError> {
     Ok(Route { kb, variant: header_text(headers, &X_LORE_VARIANT)?, user: header_text(headers, &X_LORE_USER)? })
 }
 
@@ -99,7 +101,7 @@ async fn answer(
     }
 }
 
-fn body_error(e: JsonRejection) -> ApiError {
+pub(crate) fn body_error(e: JsonRejection) -> ApiError {
     match e {
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(ErrorCode::BodyTooLarge, format!("the body exceeds {MAX_BODY_BYTES} bytes"))
@@ -246,10 +248,20 @@ async fn request_id(State(ids): State<Arc<RequestIds>>, mut req: Request, next: 
     response
 }
 
-/// The application: every route with its limits.
+/// The application: every route with its limits. Chat routes are outside the request
+/// timeout: an LLM answer may take longer, and the LLM call has its own deadline.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let ids = state.ids.clone();
+    let chat = Router::new()
+        .route("/v1/chat", post(super::chat::post_chat))
+        .route("/v1/kb/{kb}/chat", post(super::chat::post_kb_chat))
+        .route(
+            "/v1/chat/completions",
+            post(super::chat::completions).layer(DefaultBodyLimit::max(MAX_COMPLETIONS_BODY_BYTES)),
+        )
+        .route("/v1/sessions/{id}", get(super::chat::get_session).delete(super::chat::delete_session));
     Router::new()
+        .route("/v1/models", get(super::chat::models))
         .route("/v1/query", get(get_query).post(post_query))
         .route("/v1/kb/{kb}/query", get(get_kb_query).post(post_kb_query))
         .route("/v1/artifact", get(artifact))
@@ -262,9 +274,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/admin/status", get(super::admin::status))
         .route("/admin/reload", post(super::admin::reload))
         .route("/admin/rollback", post(super::admin::rollback))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .merge(chat)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(ids, request_id))
 }

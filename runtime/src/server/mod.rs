@@ -2,6 +2,7 @@
 //! (SIGHUP reloads, SIGTERM and Ctrl-C drain and stop), with the whole lifecycle in one place.
 
 pub mod admin;
+pub mod chat;
 pub mod http;
 pub mod listener;
 pub mod stdin;

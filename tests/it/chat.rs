@@ -1,0 +1,613 @@
+//! Chat end to end: `lore serve` answering `/v1/chat` and the OpenAI-compatible endpoints,
+//! extractively and through a fake OpenAI-compatible LLM on loopback that this test starts
+//! (streams, 429, 500, timeouts, malformed replies, a client that goes away), with conversation
+//! memory in a real SQLite file that must hold no plaintext and survive restarts and `kill -9`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const MEMORY_KEY: &str = "bWVtb3J5LWtleS1mb3ItbG9yZS10ZXN0cy1vbmx5LTA=";
+const OTHER_MEMORY_KEY: &str = "b3RoZXItbWVtb3J5LWtleS1mb3ItbG9yZS10ZXN0czA=";
+const SECRET: &str = "sk-test-DO-NOT-LOG-1f2e3d4c";
+
+/// The example persona (data/), built once per test.
+fn data_artifact(tmp: &TempDir) -> PathBuf {
+    let out = tmp.path().join("data.lore");
+    build(&workspace().join("data"), &out, &[]);
+    out
+}
+
+/// `lore serve --http` with its stderr kept, for tests that read the log.
+struct ChatServer {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl ChatServer {
+    fn start(art: &Path, env: &[(&str, &str)], args: &[&str]) -> ChatServer {
+        let mut cmd = lore();
+        cmd.arg("serve").arg(art).args(["--http", "127.0.0.1:0", "--grace-secs", "5"]).args(args);
+        cmd.env("LORE_KEY", TEST_KEY).env("LORE_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            assert!(Instant::now() < deadline, "server did not start");
+            if stderr.read_line(&mut line).expect("stderr") == 0 {
+                panic!("server exited before listening: {}", log.lock().expect("log"));
+            }
+            log.lock().expect("log").push_str(&line);
+            if let Some(rest) = line.trim().strip_prefix("lore: listening on http://") {
+                break rest.to_string();
+            }
+        };
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().expect("log").push_str(&line);
+                line.clear();
+            }
+        });
+        ChatServer { child, addr, log }
+    }
+
+    /// One request over a fresh connection: (status, body with any chunked encoding removed).
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .expect("write");
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+        (status, if chunked { dechunk(body) } else { body.to_string() })
+    }
+
+    fn chat(&self, body: Value) -> Value {
+        let (status, text) = self.request("POST", "/v1/chat", Some(&body));
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    fn stop(mut self) -> i32 {
+        // SIGTERM, then wait for the drain.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let status = self.child.wait().expect("wait");
+        status.code().unwrap_or(-1)
+    }
+}
+
+use std::process::Command;
+
+impl Drop for ChatServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    out
+}
+
+/// The `data:` payloads of a server-sent event stream, with their event names.
+fn events(body: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for block in body.split("\n\n") {
+        let mut name = String::from("message");
+        let mut data = Vec::new();
+        for line in block.lines() {
+            if let Some(n) = line.strip_prefix("event:") {
+                name = n.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+            }
+        }
+        if !data.is_empty() {
+            out.push((name, data.join("\n")));
+        }
+    }
+    out
+}
+
+/// How the fake LLM answers one request.
+#[derive(Clone)]
+enum Script {
+    /// Stream these pieces as `chat.completion.chunk`s, `delay` apart.
+    Stream { pieces: Vec<String>, delay: Duration },
+    /// Answer this status with this body.
+    Status(u16, String),
+    /// Say nothing for this long.
+    Hang(Duration),
+    /// A 200 whose body is not JSON.
+    Garbage,
+}
+
+/// A fake OpenAI-compatible chat server: each request takes the next script (the last one
+/// repeats) and is recorded; `disconnected` counts streams whose client went away.
+struct FakeLlm {
+    base_url: String,
+    requests: Arc<Mutex<Vec<(String, Value)>>>,
+    disconnected: Arc<AtomicUsize>,
+}
+
+impl FakeLlm {
+    fn start(scripts: Vec<Script>) -> FakeLlm {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base_url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let requests: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let disconnected = Arc::new(AtomicUsize::new(0));
+        let (log, gone) = (requests.clone(), disconnected.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (log, gone, scripts) = (log.clone(), gone.clone(), scripts.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let (mut len, mut auth, mut line) = (0, String::new(), String::new());
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if lower.starts_with("authorization:") {
+                            auth = line.trim().to_string();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).expect("body");
+                    let req: Value = serde_json::from_slice(&body).expect("json body");
+                    let n = {
+                        let mut log = log.lock().expect("log");
+                        log.push((auth, req));
+                        log.len()
+                    };
+                    let script = scripts[(n - 1).min(scripts.len() - 1)].clone();
+                    let mut stream = stream;
+                    match script {
+                        Script::Status(code, body) => {
+                            let _ = write!(
+                                stream,
+                                "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                        }
+                        Script::Hang(d) => std::thread::sleep(d),
+                        Script::Garbage => {
+                            let body = "<html>not json</html>";
+                            let _ = write!(
+                                stream,
+                                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                        }
+                        Script::Stream { pieces, delay } => {
+                            let _ = write!(
+                                stream,
+                                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                            );
+                            for piece in &pieces {
+                                let chunk = json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}}]});
+                                if write!(stream, "data: {chunk}\n\n").and_then(|()| stream.flush()).is_err() {
+                                    gone.fetch_add(1, Ordering::SeqCst);
+                                    return;
+                                }
+                                std::thread::sleep(delay);
+                            }
+                            let usage = json!({"choices": [], "usage": {"prompt_tokens": 321, "completion_tokens": 7}});
+                            let _ = write!(stream, "data: {usage}\n\ndata: [DONE]\n\n");
+                        }
+                    }
+                });
+            }
+        });
+        FakeLlm { base_url, requests, disconnected }
+    }
+
+    fn calls(&self) -> usize {
+        self.requests.lock().expect("requests").len()
+    }
+}
+
+fn llm_env(llm: &FakeLlm) -> Vec<(&'static str, String)> {
+    vec![
+        ("OPENAI_BASE_URL", llm.base_url.clone()),
+        ("OPENAI_API_KEY", SECRET.to_string()),
+        ("LORE_LLM_MODEL", "fake-model".to_string()),
+        ("LORE_LLM_TIMEOUT_SECS", "3".to_string()),
+    ]
+}
+
+fn start_with_llm(art: &Path, llm: &FakeLlm, extra: &[(&str, &str)]) -> ChatServer {
+    let env = llm_env(llm);
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(extra);
+    ChatServer::start(art, &all, &[])
+}
+
+fn streamed(pieces: &[&str]) -> Script {
+    Script::Stream { pieces: pieces.iter().map(|p| p.to_string()).collect(), delay: Duration::from_millis(5) }
+}
+
+const ROBOTS: &str = "What kind of robots do you build?";
+
+#[test]
+fn chat_without_an_llm_answers_extractively_with_citations_and_refuses_off_topic() {
+    let tmp = TempDir::new("chat-extractive");
+    let art = data_artifact(&tmp);
+    let server = ChatServer::start(&art, &[], &[]);
+    let a = server.chat(json!({"message": ROBOTS}));
+    assert_eq!(a["on_topic"], true, "{a}");
+    assert_eq!(a["extractive"], true, "{a}");
+    assert!(a.get("degraded").is_none(), "{a}");
+    let citations = a["citations"].as_array().expect("citations");
+    assert!(!citations.is_empty(), "{a}");
+    assert_eq!(citations[0]["n"], 1);
+    let answer = a["answer"].as_str().expect("answer");
+    assert!(answer.contains("[1]") && answer.to_lowercase().contains("robot"), "{answer}");
+    for c in citations {
+        assert!(c["id"].as_str().expect("id").contains('#') && c["source"].is_string() && c["path"].is_string(), "{c}");
+    }
+    assert_eq!(a["kb"], "default");
+    assert!(a["artifact"]["build_id"].is_string() && a["session_id"].as_str().expect("session").len() == 32, "{a}");
+
+    let off = server.chat(json!({"message": "How do I bake sourdough bread at home?"}));
+    assert_eq!(off["on_topic"], false, "{off}");
+    assert_eq!(off["citations"], json!([]));
+    assert!(off["answer"].as_str().expect("answer").contains("Maren"), "the refusal names the persona: {off}");
+
+    // Bad requests get a 4xx with a JSON error.
+    for (body, code) in [
+        (json!({"message": ""}), 400),
+        (json!({"message": "x".repeat(5000)}), 413),
+        (json!({"message": "hi", "session_id": "has space"}), 400),
+        (json!({"message": "hi", "surprise": 1}), 400),
+        (json!({"message": "hi", "kb": "nope"}), 404),
+    ] {
+        let (status, text) = server.request("POST", "/v1/chat", Some(&body));
+        assert_eq!(status, code, "{body} -> {text}");
+        let e: Value = serde_json::from_str(&text).expect("JSON error");
+        assert!(e["error"]["message"].is_string(), "{text}");
+    }
+}
+
+#[test]
+fn follow_ups_use_the_conversation_and_memory_survives_a_restart_without_plaintext() {
+    let tmp = TempDir::new("chat-memory");
+    let art = data_artifact(&tmp);
+    let db = tmp.path().join("memory.sqlite3");
+    let db_arg = db.to_str().expect("utf-8 path");
+    let env = [("LORE_MEMORY", db_arg), ("LORE_MEMORY_KEY", MEMORY_KEY)];
+    let server = ChatServer::start(&art, &env, &[]);
+    let first = server.chat(json!({"session_id": "visitor-1", "message": ROBOTS}));
+    assert_eq!(first["session_id"], "visitor-1");
+    let follow = server.chat(json!({"session_id": "visitor-1", "message": "and before that?"}));
+    assert_eq!(follow["retrieval_question"], format!("{ROBOTS} and before that?"), "{follow}");
+    assert_eq!(follow["on_topic"], true, "a follow-up is on topic through its context: {follow}");
+    // Another session does not see this conversation.
+    let other = server.chat(json!({"session_id": "visitor-2", "message": "and before that?"}));
+    assert_eq!(other["retrieval_question"], "and before that?");
+    assert_eq!(server.stop(), 0);
+
+    // No message text in the database or its write-ahead log.
+    for file in ["memory.sqlite3", "memory.sqlite3-wal"] {
+        if let Ok(bytes) = std::fs::read(tmp.path().join(file)) {
+            let text = String::from_utf8_lossy(&bytes);
+            for needle in ["robots do you build", "before that", "visitor-1", "Maren"] {
+                assert!(!text.contains(needle), "{file} holds {needle:?} in plaintext");
+            }
+        }
+    }
+
+    // After a restart the conversation goes on.
+    let server = ChatServer::start(&art, &env, &[]);
+    let (status, body) = server.request("GET", "/v1/sessions/visitor-1", None);
+    assert_eq!(status, 200, "{body}");
+    let session: Value = serde_json::from_str(&body).expect("json");
+    let turns = session["turns"].as_array().expect("turns");
+    assert_eq!(turns.len(), 4, "{session}");
+    assert_eq!(turns[0]["role"], "user");
+    assert_eq!(turns[0]["text"], ROBOTS);
+    assert_eq!(turns[1]["role"], "assistant");
+    let again = server.chat(json!({"session_id": "visitor-1", "message": "what about them?"}));
+    assert_eq!(again["retrieval_question"], format!("{ROBOTS} and before that? what about them?"), "{again}");
+
+    // A visitor deletes their session.
+    assert_eq!(server.request("DELETE", "/v1/sessions/visitor-1", None).0, 204);
+    let (status, body) = server.request("DELETE", "/v1/sessions/visitor-1", None);
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(server.request("GET", "/v1/sessions/visitor-1", None).0, 404);
+    assert_eq!(server.stop(), 0);
+
+    // The wrong memory key is a clear error, and the file is left alone.
+    let before = std::fs::read(&db).expect("db");
+    let r = run(lore()
+        .arg("serve")
+        .arg(&art)
+        .args(["--http", "127.0.0.1:0"])
+        .env("LORE_KEY", TEST_KEY)
+        .env("LORE_MEMORY", db_arg)
+        .env("LORE_MEMORY_KEY", OTHER_MEMORY_KEY));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("another memory key") && r.stderr.contains("memory.sqlite3"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&db).expect("db"), before);
+}
+
+#[test]
+fn a_memory_file_without_any_key_is_refused() {
+    let tmp = TempDir::new("chat-nokey");
+    let art = tmp.path().join("plain.lore");
+    build_plain(&workspace().join("data"), &art);
+    let db = tmp.path().join("m.sqlite3");
+    let r = run(lore().arg("serve").arg(&art).args(["--http", "127.0.0.1:0"]).env("LORE_MEMORY", &db));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("LORE_MEMORY_KEY"), "{}", r.stderr);
+    assert!(!db.exists(), "nothing is created before the key is known");
+}
+
+#[test]
+fn kill_9_during_a_burst_of_writes_loses_no_acknowledged_turn() {
+    let tmp = TempDir::new("chat-kill9");
+    let art = data_artifact(&tmp);
+    let db = tmp.path().join("memory.sqlite3");
+    let db_arg = db.to_str().expect("utf-8 path");
+    let env = [("LORE_MEMORY", db_arg), ("LORE_MEMORY_KEY", MEMORY_KEY), ("LORE_MEMORY_MAX_TURNS", "1000")];
+    let server = ChatServer::start(&art, &env, &[]);
+    let addr = server.addr.clone();
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let counter = acknowledged.clone();
+    let writer = std::thread::spawn(move || {
+        for i in 0..10_000 {
+            let body =
+                json!({"session_id": "burst", "message": format!("What is project number {i} about?")}).to_string();
+            let Ok(mut s) = TcpStream::connect(&addr) else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let sent = write!(
+                s,
+                "POST /v1/chat HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let mut raw = String::new();
+            if sent.is_err() || s.read_to_string(&mut raw).is_err() || !raw.starts_with("HTTP/1.1 200") {
+                return;
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    while acknowledged.load(Ordering::SeqCst) < 30 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut server = server;
+    server.child.kill().expect("kill -9");
+    let _ = server.child.wait();
+    writer.join().expect("writer");
+    let acked = acknowledged.load(Ordering::SeqCst);
+    drop(server);
+    let server = ChatServer::start(&art, &env, &[]);
+    let (status, body) = server.request("GET", "/v1/sessions/burst", None);
+    assert_eq!(status, 200, "{body}");
+    let session: Value = serde_json::from_str(&body).expect("json");
+    let users = session["turns"].as_array().expect("turns").iter().filter(|t| t["role"] == "user").count();
+    assert!(users >= acked, "{acked} messages were acknowledged but only {users} remembered");
+}
+
+#[test]
+fn an_llm_answer_is_streamed_with_citations_in_one_call_and_the_key_is_never_logged() {
+    let tmp = TempDir::new("chat-llm");
+    let art = data_artifact(&tmp);
+    let llm = FakeLlm::start(vec![streamed(&["I build ", "vineyard robots [1]", " and tide gauges [2]."])]);
+    let server = start_with_llm(&art, &llm, &[]);
+    let (status, body) =
+        server.request("POST", "/v1/chat", Some(&json!({"message": ROBOTS, "stream": true, "session_id": "s"})));
+    assert_eq!(status, 200, "{body}");
+    let evs = events(&body);
+    let tokens: Vec<String> = evs
+        .iter()
+        .filter(|(n, _)| n == "token")
+        .map(|(_, d)| serde_json::from_str::<Value>(d).expect("token json")["text"].as_str().expect("text").to_string())
+        .collect();
+    assert_eq!(tokens, ["I build ", "vineyard robots [1]", " and tide gauges [2]."]);
+    let (name, done) = evs.last().expect("events");
+    assert_eq!(name, "done");
+    let done: Value = serde_json::from_str(done).expect("done json");
+    assert_eq!(done["answer"], "I build vineyard robots [1] and tide gauges [2].");
+    assert_eq!(done["extractive"], false);
+    let cited: Vec<u64> =
+        done["citations"].as_array().expect("citations").iter().map(|c| c["n"].as_u64().expect("n")).collect();
+    assert_eq!(cited, [1, 2]);
+    assert_eq!(llm.calls(), 1, "one LLM call per message");
+    let (auth, req) = llm.requests.lock().expect("requests")[0].clone();
+    assert_eq!(auth.to_ascii_lowercase(), format!("authorization: bearer {SECRET}").to_ascii_lowercase());
+    assert_eq!(req["model"], "fake-model");
+    let system = req["messages"][0]["content"].as_str().expect("system prompt");
+    assert!(system.contains("You are Maren Okafor-Lindqvist") && system.contains("[1] "), "{system}");
+    assert_eq!(req["messages"].as_array().expect("messages").last().expect("last")["content"], ROBOTS);
+
+    // The second message carries the first exchange; an off-topic one never reaches the LLM.
+    server.chat(json!({"message": "and before that?", "session_id": "s"}));
+    assert_eq!(llm.calls(), 2);
+    let second = llm.requests.lock().expect("requests")[1].1.clone();
+    let roles: Vec<&str> =
+        second["messages"].as_array().expect("m").iter().map(|m| m["role"].as_str().expect("role")).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    let off = server.chat(json!({"message": "What's the capital of Australia?"}));
+    assert_eq!(off["on_topic"], false);
+    assert_eq!(llm.calls(), 2, "off-topic questions are refused without calling the LLM");
+    assert!(!server.log().contains(SECRET), "the key reached the log");
+}
+
+#[test]
+fn llm_failures_are_retried_or_degrade_to_the_extractive_answer() {
+    let tmp = TempDir::new("chat-llm-fail");
+    let art = data_artifact(&tmp);
+    let echo_key = format!("{{\"error\": {{\"message\": \"bad key {SECRET}\"}}}}");
+    let cases: Vec<(&str, Vec<Script>, Option<&str>, usize)> = vec![
+        ("429 then success", vec![Script::Status(429, "{}".into()), streamed(&["Robots [1]"])], None, 2),
+        ("500 every time", vec![Script::Status(500, echo_key.clone())], Some("llm_unavailable"), 4),
+        ("a timeout", vec![Script::Hang(Duration::from_secs(10))], Some("llm_timeout"), 1),
+        ("malformed JSON", vec![Script::Garbage], Some("llm_malformed"), 1),
+        ("401", vec![Script::Status(401, echo_key.clone())], Some("llm_refused"), 1),
+    ];
+    for (what, scripts, degraded, calls) in cases {
+        let llm = FakeLlm::start(scripts);
+        let server = start_with_llm(&art, &llm, &[("LORE_LLM_RETRIES", "3")]);
+        let started = Instant::now();
+        let a = server.chat(json!({"message": ROBOTS}));
+        assert!(started.elapsed() < Duration::from_secs(8), "{what}: took {:?}", started.elapsed());
+        match degraded {
+            None => {
+                assert_eq!(a["answer"], "Robots [1]", "{what}: {a}");
+                assert_eq!(a["extractive"], false, "{what}");
+            }
+            Some(reason) => {
+                assert_eq!(a["extractive"], true, "{what}: {a}");
+                assert_eq!(a["degraded"], reason, "{what}: {a}");
+                assert!(a["answer"].as_str().expect("answer").contains("[1]"), "{what}: {a}");
+            }
+        }
+        assert_eq!(llm.calls(), calls, "{what}: LLM calls");
+        let log = server.log();
+        assert!(!log.contains(SECRET), "{what}: the key reached the log:\n{log}");
+        if degraded.is_some() {
+            assert!(log.contains("answering extractively"), "{what}: the failure is logged:\n{log}");
+        }
+    }
+}
+
+#[test]
+fn a_client_that_disconnects_mid_stream_cancels_the_llm_request() {
+    let tmp = TempDir::new("chat-cancel");
+    let art = data_artifact(&tmp);
+    let pieces: Vec<String> = (0..200).map(|i| format!("word{i} ")).collect();
+    let llm = FakeLlm::start(vec![Script::Stream { pieces, delay: Duration::from_millis(50) }]);
+    let server = start_with_llm(&art, &llm, &[("LORE_LLM_TIMEOUT_SECS", "30")]);
+    let mut s = TcpStream::connect(&server.addr).expect("connect");
+    let body = json!({"message": ROBOTS, "stream": true}).to_string();
+    write!(
+        s,
+        "POST /v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("word1") {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while llm.disconnected.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the LLM stream was not cancelled after the client left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn openai_compatible_endpoints_answer_as_openai_clients_expect() {
+    let tmp = TempDir::new("chat-openai");
+    let art = data_artifact(&tmp);
+    let server = ChatServer::start(&art, &[], &["--kb-name", "maren"]);
+    let (status, body) = server.request("GET", "/v1/models", None);
+    assert_eq!(status, 200, "{body}");
+    let models: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "maren");
+    assert_eq!(models["data"][0]["object"], "model");
+
+    let ask = json!({"model": "maren", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": [{"type": "text", "text": ROBOTS}]}
+    ], "temperature": 0.2});
+    let (status, body) = server.request("POST", "/v1/chat/completions", Some(&ask));
+    assert_eq!(status, 200, "{body}");
+    let c: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(c["object"], "chat.completion");
+    assert_eq!(c["model"], "maren");
+    assert_eq!(c["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+    let content = c["choices"][0]["message"]["content"].as_str().expect("content");
+    assert!(content.contains("\n\nSources:\n[1] "), "{content}");
+    assert!(c["usage"]["total_tokens"].as_u64().expect("usage") > 0);
+    assert!(!c["citations"].as_array().expect("citations").is_empty());
+
+    let mut streaming = ask.clone();
+    streaming["stream"] = json!(true);
+    streaming["stream_options"] = json!({"include_usage": true});
+    let (status, body) = server.request("POST", "/v1/chat/completions", Some(&streaming));
+    assert_eq!(status, 200, "{body}");
+    let evs = events(&body);
+    assert_eq!(evs.last().expect("events").1, "[DONE]");
+    let chunks: Vec<Value> =
+        evs[..evs.len() - 1].iter().map(|(_, d)| serde_json::from_str(d).expect("chunk")).collect();
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "maren"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect::<Vec<_>>().concat();
+    assert_eq!(text, content, "the stream says what the whole answer says");
+    let finish: Vec<&Value> = chunks.iter().filter(|c| c["choices"][0]["finish_reason"] == "stop").collect();
+    assert_eq!(finish.len(), 1);
+    let usage = chunks.last().expect("usage chunk");
+    assert_eq!(usage["choices"], json!([]));
+    assert!(usage["usage"]["prompt_tokens"].as_u64().is_some(), "{usage}");
+
+    // Errors in OpenAI's shape, with lore's codes.
+    for (body, code) in [
+        (json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}), 404),
+        (json!({"model": "maren", "messages": []}), 400),
+        (json!({"model": "maren", "messages": [{"role": "assistant", "content": "hi"}]}), 400),
+        (json!({"messages": [{"role": "user", "content": "hi"}]}), 400),
+    ] {
+        let (status, text) = server.request("POST", "/v1/chat/completions", Some(&body));
+        assert_eq!(status, code, "{body} -> {text}");
+        let e: Value = serde_json::from_str(&text).expect("JSON error");
+        assert!(e["error"]["message"].is_string(), "{text}");
+    }
+}
