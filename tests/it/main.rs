@@ -3,6 +3,7 @@
 //! Run through `cargo xtask test`, which fetches the model and builds the binaries first.
 
 mod artifact;
+mod browser;
 mod chat;
 mod collections;
 mod diagnostics;
@@ -11,6 +12,7 @@ mod hostile;
 mod hostile_yaml;
 mod minilm;
 mod openai;
+mod openai_client;
 mod reproducible;
 mod retrieval;
 mod serve;

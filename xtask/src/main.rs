@@ -100,7 +100,9 @@ fn test(root: &Path) -> Result<()> {
     run_checked(cargo().args(["clippy", "--workspace", "--all-features", "--all-targets", "--", "-D", "warnings"]))?;
     // The integration tests drive the real binaries, so build them first.
     run_checked(cargo().args(["build", "--workspace", "--bins", "--all-features"]))?;
-    let (passed, failed) = run_tests(&minilm)?;
+    browser_deps(root)?;
+    let python = openai_client_venv(root)?;
+    let (passed, failed) = run_tests(&minilm, &python)?;
     run_checked(cargo().args(["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"]))?;
     // Every fuzz target for a few seconds (FUZZING.md); a crash fails CI like a test does.
     let fuzzed = fuzz::ci(root);
@@ -112,13 +114,43 @@ fn test(root: &Path) -> Result<()> {
     fuzzed
 }
 
+/// The npm package the browser test drives chromium with (`tests/browser`), installed from its
+/// lock file when missing.
+fn browser_deps(root: &Path) -> Result<()> {
+    let dir = root.join("tests/browser");
+    if dir.join("node_modules/playwright-core/package.json").exists() {
+        return Ok(());
+    }
+    run_checked(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir))
+        .context("installing playwright-core for the browser test (needs node and npm)")
+}
+
+/// A venv with the official `openai` Python package (`tests/openai-client/requirements.txt`),
+/// made once under `target/`; returns its interpreter.
+fn openai_client_venv(root: &Path) -> Result<PathBuf> {
+    let venv = root.join("target/openai-client-venv");
+    let python = venv.join("bin/python");
+    let requirements = root.join("tests/openai-client/requirements.txt");
+    let stamp = venv.join("lore-requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).context("tests/openai-client/requirements.txt")?;
+    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|had| had == wanted) {
+        return Ok(python);
+    }
+    run_checked(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))
+        .context("making a venv for the openai client test (needs python3 with venv)")?;
+    run_checked(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&requirements))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
 /// Run every test (no doctests: there are none), echoing cargo's output and totting up the
 /// `test result:` lines.
-fn run_tests(minilm: &Path) -> Result<(usize, usize)> {
+fn run_tests(minilm: &Path, openai_python: &Path) -> Result<(usize, usize)> {
     use std::io::{BufRead, BufReader};
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--all-features", "--all-targets", "--no-fail-fast"])
         .env("LORE_MINILM_DIR", minilm)
+        .env("LORE_OPENAI_PYTHON", openai_python)
         .stdout(std::process::Stdio::piped());
     eprintln!("$ {cmd:?}");
     let mut child = cmd.spawn().context("cannot start cargo test")?;

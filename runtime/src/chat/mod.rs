@@ -106,6 +106,8 @@ pub struct Citation {
     pub source: String,
     pub path: String,
     pub title: String,
+    /// The chunk's text, so a client can show what was cited without another request.
+    pub text: String,
 }
 
 /// How an answer was made.
@@ -196,7 +198,14 @@ pub fn cited_numbers(text: &str, max: usize) -> Vec<usize> {
 }
 
 fn citation(n: usize, hit: &engine::Hit) -> Citation {
-    Citation { n, id: hit.id.clone(), source: hit.source.clone(), path: hit.path.clone(), title: hit.title.clone() }
+    Citation {
+        n,
+        id: hit.id.clone(),
+        source: hit.source.clone(),
+        path: hit.path.clone(),
+        title: hit.title.clone(),
+        text: hit.text.clone(),
+    }
 }
 
 impl Chat {

@@ -201,6 +201,43 @@ fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+fn persona_of(state: &AppState, kb: Option<&str>, id: &RequestId) -> Response {
+    let kb = match state.service.registry().kb(kb) {
+        Ok(kb) => kb,
+        Err(e) => return error_response(&e, id),
+    };
+    let Some(variant) = kb.variants.first() else {
+        return error_response(&internal(), id);
+    };
+    let loaded = variant.current();
+    match state.service.chat().persona(&loaded.engine) {
+        Ok(p) => Json(json!({
+            "kb": kb.name,
+            "name": p.name,
+            "description": p.description,
+            "openers": p.openers,
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::error!(request_id = %id.0, "persona: {e}");
+            error_response(&ApiError::from(&e), id)
+        }
+    }
+}
+
+/// `GET /v1/persona`: who answers, for the chat page (name, description, opening questions).
+pub async fn persona(State(state): State<AppState>, Extension(id): Extension<RequestId>) -> Response {
+    persona_of(&state, None, &id)
+}
+
+pub async fn kb_persona(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(kb): Path<String>,
+) -> Response {
+    persona_of(&state, Some(&kb), &id)
+}
+
 /// `GET /v1/models`: one model per knowledge base, named like it.
 pub async fn models(State(state): State<AppState>) -> Response {
     let data: Vec<Value> = state

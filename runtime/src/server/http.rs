@@ -261,6 +261,11 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         )
         .route("/v1/sessions/{id}", get(super::chat::get_session).delete(super::chat::delete_session));
     Router::new()
+        .route("/", get(super::page::index))
+        .route("/assets/chat.js", get(super::page::script))
+        .route("/assets/chat.css", get(super::page::style))
+        .route("/v1/persona", get(super::chat::persona))
+        .route("/v1/kb/{kb}/persona", get(super::chat::kb_persona))
         .route("/v1/models", get(super::chat::models))
         .route("/v1/query", get(get_query).post(post_query))
         .route("/v1/kb/{kb}/query", get(get_kb_query).post(post_kb_query))

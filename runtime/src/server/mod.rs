@@ -5,6 +5,7 @@ pub mod admin;
 pub mod chat;
 pub mod http;
 pub mod listener;
+pub mod page;
 pub mod stdin;
 
 use std::net::SocketAddr;
