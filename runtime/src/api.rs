@@ -255,6 +255,8 @@ pub struct ChatAnswer {
     /// Why the LLM's answer was replaced by the extractive one, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub degraded: Option<&'static str>,
+    /// Served from the response cache (same artifact build, question and conversation).
+    pub cached: bool,
     pub session_id: String,
     pub kb: String,
     pub variant: String,

@@ -127,6 +127,10 @@ struct ChatArgs {
     /// Longest LLM answer, in tokens.
     #[arg(long, env = "LORE_LLM_MAX_TOKENS", default_value_t = 600)]
     llm_max_tokens: u32,
+    /// Chat answers kept in the response cache (keyed by artifact build, question and
+    /// conversation); 0 turns it off.
+    #[arg(long, env = "LORE_CHAT_CACHE_ENTRIES", default_value_t = 1024)]
+    chat_cache_entries: usize,
     /// Conversation memory: an SQLite file (created if missing), or `:memory:` for memory that
     /// ends with the process.
     #[arg(long, env = "LORE_MEMORY", default_value = ":memory:")]
@@ -194,7 +198,7 @@ fn chat_layer(args: &ChatArgs, open: &OpenArgs) -> Result<(runtime::chat::Chat, 
         memory = %args.memory.display(),
         "chat"
     );
-    Ok((runtime::chat::Chat::new(llm), memory))
+    Ok((runtime::chat::Chat::new(llm, args.chat_cache_entries), memory))
 }
 
 /// `lore serve --http` connection limits (see `runtime::listener`).

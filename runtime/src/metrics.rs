@@ -78,6 +78,15 @@ pub struct Metrics {
     pub chat_answers: Family<ChatLabels, Counter>,
     pub chat_answer_chars: Family<ChatLabels, Counter>,
     pub chat_latency: Family<VariantLabels, Histogram, fn() -> Histogram>,
+    pub chat_cache: Family<CacheLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub kb: String,
+    pub variant: String,
+    /// `hit` or `miss`.
+    pub result: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -109,6 +118,12 @@ impl Default for Metrics {
             "lore_chat_answer_chars",
             "Characters of chat answers, by knowledge base, variant and origin (divide by lore_chat_answers for the mean length)",
             chat_answer_chars.clone(),
+        );
+        let chat_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "lore_chat_cache",
+            "Chat response cache look-ups by result (hit or miss); the hit rate is hits over all",
+            chat_cache.clone(),
         );
         registry.register(
             "lore_chat_duration_seconds",
@@ -156,6 +171,7 @@ impl Default for Metrics {
             chat_answers,
             chat_answer_chars,
             chat_latency,
+            chat_cache,
         }
     }
 }
@@ -170,7 +186,17 @@ impl Metrics {
     }
 
     /// Count one chat answer: refusal rates, answer lengths and latencies per variant, for A/B tests.
-    pub fn chat_answered(&self, kb: &str, variant: &str, origin: &'static str, chars: usize, seconds: f64) {
+    pub fn chat_answered(
+        &self,
+        kb: &str,
+        variant: &str,
+        origin: &'static str,
+        cached: bool,
+        chars: usize,
+        seconds: f64,
+    ) {
+        let result = if cached { "hit" } else { "miss" };
+        self.chat_cache.get_or_create(&CacheLabels { kb: kb.to_string(), variant: variant.to_string(), result }).inc();
         let labels = ChatLabels { kb: kb.to_string(), variant: variant.to_string(), origin };
         self.chat_answers.get_or_create(&labels).inc();
         self.chat_answer_chars.get_or_create(&labels).inc_by(chars as u64);

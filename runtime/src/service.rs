@@ -156,6 +156,7 @@ impl Service {
             &loaded.kb,
             &loaded.variant,
             origin,
+            reply.cached,
             reply.text.len(),
             started.elapsed().as_secs_f64(),
         );
@@ -166,6 +167,7 @@ impl Service {
             on_topic = reply.on_topic,
             origin,
             degraded,
+            cached = reply.cached,
             answer_chars = reply.text.chars().count(),
             citations = reply.citations.len(),
             took_ms = started.elapsed().as_millis() as u64,
@@ -177,6 +179,7 @@ impl Service {
             on_topic: reply.on_topic,
             extractive,
             degraded,
+            cached: reply.cached,
             session_id: session,
             kb: loaded.kb.clone(),
             variant: loaded.variant.clone(),

@@ -483,6 +483,45 @@ fn an_llm_answer_is_streamed_with_citations_in_one_call_and_the_key_is_never_log
 }
 
 #[test]
+fn the_response_cache_spares_the_llm_and_never_outlives_its_artifact() {
+    let tmp = TempDir::new("chat-cache");
+    let kb = tmp.path().join("kb");
+    copy_dir(&workspace().join("data"), &kb);
+    let art = tmp.path().join("kb.lore");
+    build(&kb, &art, &["--artifact-version", "1.0.0"]);
+    let llm = FakeLlm::start(vec![streamed(&["Vineyard robots [1]."])]);
+    let server = start_with_llm(&art, &llm, &[]);
+    let first = server.chat(json!({"message": ROBOTS}));
+    let again = server.chat(json!({"message": "  what kind of ROBOTS do you build "}));
+    assert_eq!((first["cached"].clone(), again["cached"].clone()), (json!(false), json!(true)));
+    assert_eq!(again["answer"], first["answer"]);
+    assert_eq!(llm.calls(), 1, "the second asking was served from the cache");
+    // Within a conversation the LLM's answer depends on what came before: no hit.
+    server.chat(json!({"session_id": "c", "message": "Where do you live?"}));
+    let in_talk = server.chat(json!({"session_id": "c", "message": ROBOTS}));
+    assert_eq!(in_talk["cached"], false);
+    assert_eq!(llm.calls(), 3);
+    let (_, metrics) = server.request("GET", "/metrics", None);
+    assert!(metrics.contains(r#"lore_chat_cache_total{kb="default",variant="default",result="hit"} 1"#), "{metrics}");
+
+    // A new build swapped in: the same question reaches the LLM again.
+    build(&kb, &art, &["--artifact-version", "2.0.0"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = server.request("GET", "/v1/artifact", None);
+        if body.contains("\"2.0.0\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new build was not swapped in: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = server.chat(json!({"message": ROBOTS}));
+    assert_eq!(after["cached"], false, "{after}");
+    assert_eq!(after["artifact"]["version"], "2.0.0");
+    assert_eq!(llm.calls(), 4);
+}
+
+#[test]
 fn llm_failures_are_retried_or_degrade_to_the_extractive_answer() {
     let tmp = TempDir::new("chat-llm-fail");
     let art = data_artifact(&tmp);

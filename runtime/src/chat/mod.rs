@@ -9,6 +9,8 @@ pub mod memory;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use sha2::{Digest as _, Sha256};
+
 use crate::engine::{self, Engine, EngineError, QueryOptions};
 use llm::{Llm, LlmError, Message};
 use memory::{History, Role, Turn};
@@ -125,6 +127,8 @@ pub enum Origin {
 /// One answer to one message.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// Served from the response cache.
+    pub cached: bool,
     pub text: String,
     pub citations: Vec<Citation>,
     pub on_topic: bool,
@@ -136,11 +140,44 @@ pub struct Reply {
     pub completion_tokens: Option<u64>,
 }
 
-/// The chat layer's own state: the LLM client (optional) and derived personas by build.
+/// The chat layer's own state: the LLM client (optional), derived personas by build, and the
+/// response cache.
 #[derive(Debug, Default)]
 pub struct Chat {
     llm: Option<Llm>,
     personas: Mutex<HashMap<String, Arc<Persona>>>,
+    cache: Option<Mutex<hashlink::LruCache<[u8; 32], Reply>>>,
+}
+
+/// A message as the cache compares it: lowercase, words joined by single spaces, trailing
+/// punctuation dropped ("What do you do?" and "what do you do" are one question).
+pub fn normalize(message: &str) -> String {
+    let words: Vec<String> = message.split_whitespace().map(str::to_lowercase).collect();
+    words.join(" ").trim_end_matches(|c: char| c.is_ascii_punctuation()).to_string()
+}
+
+/// The cache key: the artifact's build, how answers are made (the model), the message and the
+/// conversation state the answer depends on. A new artifact never meets an old answer.
+fn cache_key(build_id: &str, model: Option<&str>, message: &str, question: &str, history: &History) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(build_id.as_bytes());
+    field(model.unwrap_or("").as_bytes());
+    field(normalize(message).as_bytes());
+    field(normalize(question).as_bytes());
+    // An LLM reads the summary and the recent turns; an extractive answer only the question.
+    if model.is_some() {
+        field(history.summary.as_deref().unwrap_or("").as_bytes());
+        let skip = history.turns.len().saturating_sub(PROMPT_TURNS);
+        for t in &history.turns[skip..] {
+            field(if t.role == Role::User { b"u" } else { b"a" });
+            field(t.text.as_bytes());
+        }
+    }
+    h.finalize().into()
 }
 
 /// Words that make a short message lean on the one before it.
@@ -209,8 +246,21 @@ fn citation(n: usize, hit: &engine::Hit) -> Citation {
 }
 
 impl Chat {
-    pub fn new(llm: Option<Llm>) -> Chat {
-        Chat { llm, personas: Mutex::default() }
+    /// The chat layer; `cache_entries` answers are kept (0: no cache).
+    pub fn new(llm: Option<Llm>, cache_entries: usize) -> Chat {
+        let cache = (cache_entries > 0).then(|| Mutex::new(hashlink::LruCache::new(cache_entries)));
+        Chat { llm, personas: Mutex::default(), cache }
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<Reply> {
+        let cache = self.cache.as_ref()?;
+        cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
+    }
+
+    fn remember(&self, key: [u8; 32], reply: &Reply) {
+        if let Some(cache) = &self.cache {
+            cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, reply.clone());
+        }
     }
 
     pub fn llm(&self) -> Option<&Llm> {
@@ -244,11 +294,36 @@ impl Chat {
     ) -> Result<Reply, EngineError> {
         let persona = self.persona(engine)?;
         let question = self_contained(message, history);
+        let model = self.llm.as_ref().map(|l| l.config().model.as_str());
+        let key = cache_key(&engine.header().build_id, model, message, &question, history);
+        if let Some(mut hit) = self.cached(&key) {
+            hit.cached = true;
+            on_token(&hit.text);
+            return Ok(hit);
+        }
+        let reply = self.answer(engine, &persona, message, question, history, on_token)?;
+        // A degraded answer is the LLM's passing failure, not an answer to keep.
+        if matches!(reply.origin, Origin::Llm | Origin::Extractive | Origin::Refusal) {
+            self.remember(key, &reply);
+        }
+        Ok(reply)
+    }
+
+    fn answer(
+        &self,
+        engine: &Engine,
+        persona: &Persona,
+        message: &str,
+        question: String,
+        history: &History,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Reply, EngineError> {
         let found = engine.query_with(
             &question,
             QueryOptions { k: CONTEXT_CHUNKS, include_off_topic: false, mode: engine::retrieval::Mode::Hybrid },
         )?;
         let mut reply = Reply {
+            cached: false,
             text: String::new(),
             citations: Vec::new(),
             on_topic: found.on_topic,
@@ -357,6 +432,23 @@ mod tests {
         let fresh = "Which programming languages do you use every day at work?";
         assert_eq!(self_contained(fresh, &history), fresh);
         assert_eq!(self_contained("and before that?", &History::default()), "and before that?");
+    }
+
+    #[test]
+    fn the_cache_key_follows_the_build_the_message_and_the_conversation() {
+        let none = History::default();
+        let talk = History { summary: None, turns: vec![user("Where do you live?")] };
+        let key = |build, model, message: &str, history| cache_key(build, model, message, message, history);
+        assert_eq!(normalize("  What do you DO?? "), "what do you do");
+        assert_eq!(
+            key("b1", None, "What do you do?", &none),
+            cache_key("b1", None, "what do you do", "What do you do?", &none)
+        );
+        assert_ne!(key("b1", None, "What do you do?", &none), key("b2", None, "What do you do?", &none));
+        assert_ne!(key("b1", None, "What do you do?", &none), key("b1", Some("m"), "What do you do?", &none));
+        // Extractive answers depend on the question alone; an LLM's on the conversation too.
+        assert_eq!(key("b1", None, "x", &none), key("b1", None, "x", &talk));
+        assert_ne!(key("b1", Some("m"), "x", &none), key("b1", Some("m"), "x", &talk));
     }
 
     #[test]
