@@ -268,7 +268,24 @@ pub struct ChatAnswer {
     pub prompt_tokens: Option<u64>,
     #[serde(skip)]
     pub completion_tokens: Option<u64>,
+    /// Where the time went: lore's own share is `took_us - timings.llm_us`.
+    pub timings: ChatTimings,
     pub took_us: u64,
+}
+
+/// A chat answer's time, in microseconds, by part.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct ChatTimings {
+    /// Embedding the question and ranking.
+    pub retrieval_us: u64,
+    /// Reading the conversation from memory.
+    pub memory_read_us: u64,
+    /// Committing the question and the answer to memory.
+    pub memory_write_us: u64,
+    /// Waiting for the LLM (every attempt; 0 without one or from the cache).
+    pub llm_us: u64,
+    /// From the start of the request to the first piece of text handed to the transport.
+    pub first_text_us: u64,
 }
 
 /// Every error a client can be sent, each with one HTTP status.

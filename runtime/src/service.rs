@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::api::{Answer, ApiError, ChatAnswer, ChatRequest, ErrorCode, QueryRequest};
+use crate::api::{Answer, ApiError, ChatAnswer, ChatRequest, ChatTimings, ErrorCode, QueryRequest};
 use crate::chat::memory::{History, Memory, MemoryError, Role, Turn};
 use crate::chat::{Chat, Origin};
 use crate::metrics::Metrics;
@@ -107,19 +107,27 @@ impl Service {
                 let kb = self.registry.kb(req.kb.as_deref()).map_or("", |k| k.name.as_str());
                 self.metrics.refused(kb, e.code.as_str());
             })?;
+        let mut timings = ChatTimings::default();
         let (session, history, store) = match conversation {
             Conversation::Given(history) => (req.session_id.clone().unwrap_or_default(), history, false),
             Conversation::Session(id) => {
                 let id = id.or(req.session_id.clone()).unwrap_or_else(new_session_id);
+                let read = Instant::now();
                 let history = match &self.memory {
                     Some(m) => m.history(&id).map_err(|e| memory_error(&e))?,
                     None => History::default(),
                 };
+                timings.memory_read_us = read.elapsed().as_micros() as u64;
                 (id, history, self.memory.is_some())
             }
         };
         let m = &loaded.metrics;
-        let reply = self.chat.respond(&loaded.engine, &req.message, &history, on_token).map_err(|e| {
+        let mut first_text = None;
+        let mut on_text = |text: &str| {
+            first_text.get_or_insert_with(|| started.elapsed().as_micros() as u64);
+            on_token(text)
+        };
+        let reply = self.chat.respond(&loaded.engine, &req.message, &history, &mut on_text).map_err(|e| {
             let api = ApiError::from(&e);
             m.failed(&self.metrics, api.code.as_str());
             tracing::error!(request_id, kb = %loaded.kb, variant = %loaded.variant, "chat failed: {e}");
@@ -144,7 +152,9 @@ impl Service {
                     retrieval_question: None,
                 },
             ];
+            let write = Instant::now();
             memory.append(&session, &turns, &crate::chat::fold_summary).map_err(|e| memory_error(&e))?;
+            timings.memory_write_us = write.elapsed().as_micros() as u64;
         }
         let (extractive, degraded, origin) = match reply.origin {
             Origin::Llm => (false, None, "llm"),
@@ -188,6 +198,12 @@ impl Service {
             retrieval_question: reply.retrieval_question,
             prompt_tokens: reply.prompt_tokens,
             completion_tokens: reply.completion_tokens,
+            timings: ChatTimings {
+                retrieval_us: if reply.cached { 0 } else { reply.retrieval_us },
+                llm_us: if reply.cached { 0 } else { reply.llm_us },
+                first_text_us: first_text.unwrap_or(0),
+                ..timings
+            },
             took_us: started.elapsed().as_micros() as u64,
         })
     }

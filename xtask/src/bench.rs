@@ -170,10 +170,32 @@ pub fn run(root: &Path, quick: bool, service_only: bool) -> Result<()> {
         .map(|k| (k.name.clone(), k.dir.clone()))
         .collect();
     crate::bench_service::run(&bin, &model, &work, &service_kbs, BENCH_KEY, wrk)?;
+    crate::bench_chat::run(&bin, &configurations, root, &work, BENCH_KEY, quick)?;
     if quick {
         println!("bench --quick: pipeline ok (timings from a debug build are not benchmark figures)");
     }
     Ok(())
+}
+
+/// `cargo xtask bench --chat`: only the chat table (data/ with the default and with potion).
+pub fn run_chat(root: &Path, quick: bool) -> Result<()> {
+    let model = crate::model::fetch(root)?;
+    let profile = if quick { "debug" } else { "release" };
+    let mut build = crate::cargo();
+    build.args(["build", "--bins", "--quiet"]);
+    if !quick {
+        build.arg("--release");
+    }
+    crate::run_checked(&mut build)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let work = root.join("target/bench-chat");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let mut configurations = vec![("potion", model)];
+    if !quick {
+        configurations.insert(0, ("default: minilm", crate::model::fetch_spec(root, &crate::model::MINILM)?));
+    }
+    crate::bench_chat::run(&target.join(profile), &configurations, root, &work, BENCH_KEY, quick)
 }
 
 /// `lorec build DIR -o OUT` with the given key; returns its wall time and chunk count.

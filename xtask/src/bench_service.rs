@@ -23,6 +23,11 @@ pub struct Server {
 impl Server {
     /// `lore serve ARGS --http 127.0.0.1:0`, quiet, with `key` and the admin token.
     pub fn start(lore: &Path, args: &[&str], key: &str) -> Result<Server> {
+        Server::start_with_env(lore, args, key, &[])
+    }
+
+    /// `start` with more environment variables.
+    pub fn start_with_env(lore: &Path, args: &[&str], key: &str, env: &[(&str, &str)]) -> Result<Server> {
         let mut child = Command::new(lore)
             .arg("serve")
             .args(args)
@@ -30,6 +35,7 @@ impl Server {
             .env("LORE_KEY", key)
             .env("LORE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("LORE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

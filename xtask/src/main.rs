@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_chat;
 mod bench_service;
 mod eval;
 mod fuzz;
@@ -47,6 +48,9 @@ fn run() -> Result<()> {
         Some("fetch-model") => model::fetch(&root).and_then(|_| model::fetch_spec(&root, &model::MINILM)).map(|_| ()),
         Some("test") => test(&root),
         Some("demo") => demo(&root, args.get(1).map(String::as_str).unwrap_or("127.0.0.1:8080")),
+        Some("bench") if args.iter().any(|a| a == "--chat") => {
+            bench::run_chat(&root, args.iter().any(|a| a == "--quick"))
+        }
         Some("bench") => bench::run(&root, args.iter().any(|a| a == "--quick"), args.iter().any(|a| a == "--service")),
         Some("eval") => {
             let split = args.iter().position(|a| a == "--split").and_then(|i| args.get(i + 1)).map(String::as_str);

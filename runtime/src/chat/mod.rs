@@ -138,6 +138,10 @@ pub struct Reply {
     pub artifact: engine::ArtifactRef,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// Retrieval time (embedding the question, ranking).
+    pub retrieval_us: u64,
+    /// Time spent waiting for the LLM, all attempts (0 without one).
+    pub llm_us: u64,
 }
 
 /// The chat layer's own state: the LLM client (optional), derived personas by build, and the
@@ -332,6 +336,8 @@ impl Chat {
             artifact: found.artifact.clone(),
             prompt_tokens: None,
             completion_tokens: None,
+            retrieval_us: found.took_us,
+            llm_us: 0,
         };
         if !found.on_topic || found.hits.is_empty() {
             reply.text = persona.refusal.clone();
@@ -350,10 +356,12 @@ impl Chat {
             }
             messages.push(Message { role: "user", content: message.to_string() });
             let mut streamed = false;
+            let asked = std::time::Instant::now();
             let result = llm.complete(&messages, &mut |piece| {
                 streamed = true;
                 on_token(piece)
             });
+            reply.llm_us = asked.elapsed().as_micros() as u64;
             match result {
                 Ok(c) if !c.text.trim().is_empty() => {
                     reply.citations = cited_numbers(&c.text, found.hits.len())
