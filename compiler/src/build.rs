@@ -65,6 +65,8 @@ pub struct Checked {
     pub files: Vec<Compiled>,
     pub diagnostics: Vec<Diagnostic>,
     pub map: SourceMap,
+    /// The root's `persona.yaml`, when it has one without errors.
+    pub persona: Option<format::Persona>,
 }
 
 impl Checked {
@@ -114,6 +116,9 @@ pub fn check(root: &Path, cache: Option<&UnitCache>) -> Checked {
     for outcome in outcomes {
         out.diagnostics.extend(outcome.diagnostics);
         out.map.absorb(outcome.map);
+        if outcome.persona.is_some() {
+            out.persona = outcome.persona;
+        }
         if let Some((source, compiled)) = outcome.file {
             out.sources.push(source);
             out.files.push(compiled);
@@ -131,14 +136,23 @@ struct FileOutcome {
     diagnostics: Vec<Diagnostic>,
     /// The file's text, kept only when a diagnostic needs it for a snippet.
     map: SourceMap,
+    persona: Option<format::Persona>,
 }
 
 fn check_file(root: &Path, path: &Path, cache: Option<&UnitCache>) -> FileOutcome {
     let mut diagnostics = Vec::new();
     let mut map = SourceMap::default();
     let Some(source) = sources::read(root, path, &mut diagnostics) else {
-        return FileOutcome { file: None, diagnostics, map };
+        return FileOutcome { file: None, diagnostics, map, persona: None };
     };
+    // The persona is not knowledge: no chunks, never cached (it parses in microseconds).
+    if crate::persona::is_persona(&source.rel) {
+        let persona = crate::persona::compile(&source, &mut map, &mut diagnostics);
+        if diagnostics.is_empty() {
+            map = SourceMap::default();
+        }
+        return FileOutcome { file: Some((source, Compiled::Fresh(Vec::new()))), diagnostics, map, persona };
+    }
     let compiled = match cache.and_then(|c| c.get(&source.rel, &source.sha256)) {
         Some(unit) => {
             diagnostics.extend(unit.warnings(&source.rel));
@@ -156,7 +170,7 @@ fn check_file(root: &Path, path: &Path, cache: Option<&UnitCache>) -> FileOutcom
             Compiled::Fresh(chunks)
         }
     };
-    FileOutcome { file: Some((source, compiled)), diagnostics, map }
+    FileOutcome { file: Some((source, compiled)), diagnostics, map, persona: None }
 }
 
 /// `f` over every item on all cores, results in item order.
@@ -455,6 +469,10 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
         },
         SectionPlan::whole(SectionKind::Sources, serialise(&source_list, 1 << 12), encrypt),
     ];
+    let mut plans = plans;
+    if let Some(persona) = &checked.persona {
+        plans.push(SectionPlan::whole(SectionKind::Persona, serialise(persona, 1 << 10), encrypt));
+    }
     phase.done("hash");
     let compiler = format!("lorec {}", env!("CARGO_PKG_VERSION"));
     let (created_unix, build_id, salt) = match opts.source_date_epoch {

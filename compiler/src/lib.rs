@@ -12,6 +12,7 @@ pub mod jsonl;
 pub mod markdown;
 pub mod model;
 pub mod passages;
+pub mod persona;
 pub mod sources;
 pub mod unit;
 pub mod yaml;

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::schema::{ArchivedHeader, Cipher, Compression, Header, Section, SectionKind};
 use crate::seal::{Key, KeyId, SealError, Sealer, TAG_LEN};
-use crate::{FORMAT_VERSION, MAGIC, MIN_READER_VERSION, OLDEST_SUPPORTED};
+use crate::{FORMAT_VERSION, MAGIC, MIN_READER_VERSION, OLDEST_SUPPORTED, PERSONA_MIN_READER_VERSION};
 
 /// Size of the fixed preamble at offset 0.
 pub const PREAMBLE_LEN: usize = 64;
@@ -248,7 +248,9 @@ impl Container {
         let mut head = Vec::with_capacity(align_up(PREAMBLE_LEN + header_len));
         head.extend_from_slice(&MAGIC);
         head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        head.extend_from_slice(&MIN_READER_VERSION.to_le_bytes());
+        let has_persona = header.sections.iter().any(|s| s.kind == SectionKind::Persona);
+        let min_reader = if has_persona { PERSONA_MIN_READER_VERSION } else { MIN_READER_VERSION };
+        head.extend_from_slice(&min_reader.to_le_bytes());
         head.extend_from_slice(&(header_len as u32).to_le_bytes());
         head.extend_from_slice(&flags.to_le_bytes());
         let header_digest = digest_header(&head, &header_buf);
@@ -587,6 +589,13 @@ impl<'a> OpenedContainer<'a> {
                 )));
             }
         }
+        // The persona section: at most one, and only since format v6.
+        let personas = header.sections.iter().filter(|s| s.kind == SectionKind::Persona).count();
+        if personas > usize::from(format_version >= 6) {
+            return Err(ContainerError::Corrupt(format!(
+                "{personas} persona sections in a format v{format_version} artifact"
+            )));
+        }
         if has_source_section && !header.sources.is_empty() {
             return Err(ContainerError::Corrupt("the header lists sources outside the sources section".into()));
         }
@@ -595,6 +604,28 @@ impl<'a> OpenedContainer<'a> {
 
     pub fn section(&self, kind: SectionKind) -> &Section {
         self.header.sections.iter().find(|s| s.kind == kind).expect("open() checked that every section kind is present")
+    }
+
+    pub fn has_section(&self, kind: SectionKind) -> bool {
+        self.header.sections.iter().any(|s| s.kind == kind)
+    }
+
+    /// The persona (format v6, when the knowledge base had a `persona.yaml`), decrypted and
+    /// checked against its digest.
+    pub fn persona(&self, sealer: Option<&Sealer>) -> Result<Option<crate::schema::Persona>, ContainerError> {
+        if !self.has_section(SectionKind::Persona) {
+            return Ok(None);
+        }
+        let plain = self.open_section(sealer, SectionKind::Persona)?;
+        let section = self.section(SectionKind::Persona);
+        if plaintext_digest(self.format_version, section.stripe_len, &plain) != section.plain_sha256 {
+            return Err(ContainerError::Corrupt("the persona section does not match its digest".into()));
+        }
+        let archived = rkyv::access::<crate::schema::ArchivedPersona, rancor::Error>(&plain)
+            .map_err(|_| ContainerError::Corrupt("the persona section is malformed".into()))?;
+        rkyv::deserialize::<_, rancor::Error>(archived)
+            .map(Some)
+            .map_err(|_| ContainerError::Corrupt("the persona section is malformed".into()))
     }
 
     /// The stored bytes of a section, exactly as on disk.

@@ -25,11 +25,15 @@ pub const MAGIC: [u8; 8] = *b"\x89LORE\r\n\x1a";
 
 /// The version this build writes. Every change to the bytes on disk bumps it and adds a golden
 /// artifact under `tests/compat/`.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The oldest reader that understands what this build writes: version 5 added facet vectors
-/// to the index, which a version 4 reader would misread.
+/// to the index, which a version 4 reader would misread. Version 6 only added the optional
+/// persona section, so an artifact without one is still readable by version 5.
 pub const MIN_READER_VERSION: u32 = 5;
+
+/// The oldest reader of an artifact with a persona section (format v6).
+pub const PERSONA_MIN_READER_VERSION: u32 = 6;
 
 /// Format v3 stores the model section in units of this many bytes (digest purposes only: the
 /// section stays plain and is mapped in place), so `lore` hashes it on all cores at start-up.

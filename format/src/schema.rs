@@ -102,6 +102,25 @@ pub struct SourceFile {
     pub bytes: u64,
 }
 
+/// Who answers: the persona section's content (format v6 and later, when the knowledge base
+/// has a `persona.yaml`). Every field but the name is optional.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Persona {
+    pub name: String,
+    /// A short self-description, in the persona's own words.
+    pub description: Option<String>,
+    /// Voice and tone, for the LLM's system prompt.
+    pub voice: Option<String>,
+    /// What to do when answering.
+    pub rules_do: Vec<String>,
+    /// What never to do.
+    pub rules_dont: Vec<String>,
+    /// Said instead of an answer to an off-topic question.
+    pub refusal: Option<String>,
+    /// Suggested opening questions for a chat page.
+    pub openers: Vec<String>,
+}
+
 /// The sources section's content (format v3 and later).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct SourceList {
@@ -136,6 +155,8 @@ pub enum SectionKind {
     /// Since format v3: the source files ([`SourceList`]), sealed like the index, so a public
     /// artifact does not show its file names, sizes and digests to someone without the key.
     Sources,
+    /// Since format v6, optional: the knowledge base's `persona.yaml` ([`Persona`]), sealed.
+    Persona,
 }
 
 impl SectionKind {
@@ -146,6 +167,7 @@ impl SectionKind {
             SectionKind::Index => 2,
             SectionKind::Texts => 3,
             SectionKind::Sources => 4,
+            SectionKind::Persona => 5,
         }
     }
 
@@ -155,6 +177,7 @@ impl SectionKind {
             SectionKind::Index => "index",
             SectionKind::Texts => "texts",
             SectionKind::Sources => "sources",
+            SectionKind::Persona => "persona",
         }
     }
 }

@@ -300,7 +300,11 @@ fn chat_without_an_llm_answers_extractively_with_citations_and_refuses_off_topic
     let off = server.chat(json!({"message": "How do I bake sourdough bread at home?"}));
     assert_eq!(off["on_topic"], false, "{off}");
     assert_eq!(off["citations"], json!([]));
-    assert!(off["answer"].as_str().expect("answer").contains("Maren"), "the refusal names the persona: {off}");
+    assert_eq!(
+        off["answer"],
+        "That's outside what I can talk about here. Ask me about robots, my work, the orchestra or the tide gauges!",
+        "the refusal is data/persona.yaml's: {off}"
+    );
 
     // Bad requests get a 4xx with a JSON error.
     for (body, code) in [
@@ -467,6 +471,11 @@ fn an_llm_answer_is_streamed_with_citations_in_one_call_and_the_key_is_never_log
     assert_eq!(req["model"], "fake-model");
     let system = req["messages"][0]["content"].as_str().expect("system prompt");
     assert!(system.contains("You are Maren Okafor-Lindqvist") && system.contains("[1] "), "{system}");
+    // The persona file's voice and rules reach the model.
+    assert!(
+        system.contains("Voice and tone: Warm, direct") && system.contains("Do not: Guess at salaries"),
+        "{system}"
+    );
     assert_eq!(req["messages"].as_array().expect("messages").last().expect("last")["content"], ROBOTS);
 
     // The second message carries the first exchange; an off-topic one never reaches the LLM.
@@ -551,11 +560,16 @@ fn llm_failures_are_retried_or_degrade_to_the_extractive_answer() {
             }
         }
         assert_eq!(llm.calls(), calls, "{what}: LLM calls");
+        if degraded.is_some() {
+            // The log line is written before the answer; its reader thread may lag a little.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !server.log().contains("answering extractively") {
+                assert!(Instant::now() < deadline, "{what}: the failure is not logged:\n{}", server.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let log = server.log();
         assert!(!log.contains(SECRET), "{what}: the key reached the log:\n{log}");
-        if degraded.is_some() {
-            assert!(log.contains("answering extractively"), "{what}: the failure is logged:\n{log}");
-        }
     }
 }
 

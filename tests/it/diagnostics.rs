@@ -43,6 +43,17 @@ fn seed_kb_with_the_defect_fixed_compiles() {
 }
 
 #[test]
+fn persona_file_with_every_kind_of_mistake() {
+    rejected(
+        "persona_file_with_every_kind_of_mistake",
+        &[
+            ("a.yaml", b"hobbies:\n  - chess\n"),
+            ("persona.yaml", b"description: [not, text]\ndo: just one\nmood: sunny\nopeners:\n  - fine\n  - {a: 1}\n"),
+        ],
+    );
+}
+
+#[test]
 fn syntax_error() {
     rejected("syntax_error", &[("a.yaml", b"jobs:\n  - title: x\n   company: [unclosed\n")]);
 }

@@ -137,3 +137,19 @@ fn golden_v4_is_still_readable() {
 fn golden_v5_is_still_readable() {
     golden_is_still_readable(5);
 }
+
+/// Version 6: the optional persona section, from `persona.yaml`, which the chat layer serves.
+#[test]
+fn golden_v6_is_still_readable_and_serves_its_persona() {
+    golden_is_still_readable(6);
+    let golden = compat().join("v6/golden.lore");
+    let server = crate::serve::Server::start(&golden);
+    let (status, body) = server.get("/v1/persona");
+    assert_eq!(status, 200, "{body}");
+    let persona: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(persona["name"], "The Keeper", "{persona}");
+    assert_eq!(persona["openers"], serde_json::json!(["Who kept the lighthouse lamp lit?"]));
+    // The persona needs a v6 reader; a file without one stays readable by v5 (docs/format.md).
+    let head = std::fs::read(&golden).expect("golden");
+    assert_eq!(u32::from_le_bytes(head[12..16].try_into().expect("4 bytes")), 6, "min reader version");
+}

@@ -22,19 +22,48 @@ const PROMPT_TURNS: usize = 6;
 /// Chunks read to derive a persona.
 const PERSONA_SCAN: usize = 2000;
 
-/// Who answers: derived from the knowledge base (the profile or résumé's name and summary).
+/// Who answers: the artifact's persona (its `persona.yaml`), else one derived from the
+/// knowledge base (the profile or résumé's name and summary).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Persona {
     pub name: Option<String>,
     pub description: Option<String>,
+    pub voice: Option<String>,
+    pub rules_do: Vec<String>,
+    pub rules_dont: Vec<String>,
     pub refusal: String,
     pub openers: Vec<String>,
 }
 
+fn default_refusal(name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!(
+            "I can only talk about {n}: their work, projects, skills and interests. That question is outside what I know."
+        ),
+        None => "I can only answer questions about this knowledge base, and that one is outside it.".to_string(),
+    }
+}
+
+fn default_openers() -> Vec<String> {
+    vec!["What do you do?".into(), "What are you working on right now?".into(), "What do you do outside work?".into()]
+}
+
 impl Persona {
-    /// Read the first chunk of a profile-like section (`profile`, `about`, `basics`, `cv`, …)
-    /// with a `Name:` line; its `Headline`, `Label` or `Summary` becomes the description.
+    /// The artifact's own persona when it has one; else read the first chunk of a profile-like
+    /// section (`profile`, `about`, `basics`, `cv`, …) with a `Name:` line, whose `Headline`,
+    /// `Label` or `Summary` becomes the description.
     pub fn derive(engine: &Engine) -> Result<Persona, EngineError> {
+        if let Some(p) = engine.persona() {
+            return Ok(Persona {
+                name: Some(p.name.clone()),
+                description: p.description.clone(),
+                voice: p.voice.clone(),
+                rules_do: p.rules_do.clone(),
+                rules_dont: p.rules_dont.clone(),
+                refusal: p.refusal.clone().unwrap_or_else(|| default_refusal(Some(&p.name))),
+                openers: if p.openers.is_empty() { default_openers() } else { p.openers.clone() },
+            });
+        }
         const PROFILE_SECTIONS: &[&str] = &["profile", "about", "basics", "cv", "bio", "personal_info", "identity"];
         let mut name = None;
         let mut description = None;
@@ -53,21 +82,14 @@ impl Persona {
             }
             true
         })?;
-        let refusal = match &name {
-            Some(n) => format!(
-                "I can only talk about {n}: their work, projects, skills and interests. That question is outside what I know."
-            ),
-            None => "I can only answer questions about this knowledge base, and that one is outside it.".to_string(),
-        };
         Ok(Persona {
+            refusal: default_refusal(name.as_deref()),
             name,
             description,
-            refusal,
-            openers: vec![
-                "What do you do?".into(),
-                "What are you working on right now?".into(),
-                "What do you do outside work?".into(),
-            ],
+            voice: None,
+            rules_do: Vec::new(),
+            rules_dont: Vec::new(),
+            openers: default_openers(),
         })
     }
 
@@ -82,6 +104,15 @@ impl Persona {
                 p.push_str(".\n");
             }
             None => p.push_str("You answer visitors' questions about this knowledge base.\n"),
+        }
+        if let Some(voice) = &self.voice {
+            p.push_str(&format!("Voice and tone: {voice}\n"));
+        }
+        for rule in &self.rules_do {
+            p.push_str(&format!("Do: {rule}\n"));
+        }
+        for rule in &self.rules_dont {
+            p.push_str(&format!("Do not: {rule}\n"));
         }
         p.push_str(
             "Use only the numbered context below. After each fact, cite its source by number in square \

@@ -58,6 +58,8 @@ pub struct Engine {
     header_digest: [u8; 32],
     /// The source files, from the header (format v1, v2) or the sealed sources section (v3).
     sources: Vec<format::SourceFile>,
+    /// The artifact's persona section (format v6, from the knowledge base's `persona.yaml`).
+    persona: Option<format::Persona>,
     sealer: Option<Sealer>,
     index: IndexView,
     texts_range: std::ops::Range<usize>,
@@ -238,6 +240,7 @@ impl Engine {
             sealer,
             index,
             sources,
+            persona,
             model_range,
             texts_range,
             texts_encrypted,
@@ -272,6 +275,7 @@ impl Engine {
             let index = index.map_err(container_err)?;
             model_checked.map_err(container_err)?;
             let sources = c.sources(sealer.as_ref()).map_err(container_err)?.sources;
+            let persona = c.persona(sealer.as_ref()).map_err(container_err)?;
             let range = |kind| {
                 let s = c.section(kind);
                 s.offset as usize..(s.offset + s.stored_len) as usize
@@ -283,6 +287,7 @@ impl Engine {
                 sealer,
                 index,
                 sources,
+                persona,
                 range(SectionKind::Model),
                 range(SectionKind::Texts),
                 texts_encrypted,
@@ -312,6 +317,7 @@ impl Engine {
             header,
             header_digest,
             sources,
+            persona,
             sealer,
             index,
             texts_range,
@@ -404,6 +410,10 @@ impl Engine {
     }
 
     /// The source files the artifact was built from.
+    pub fn persona(&self) -> Option<&format::Persona> {
+        self.persona.as_ref()
+    }
+
     pub fn sources(&self) -> &[format::SourceFile] {
         &self.sources
     }
