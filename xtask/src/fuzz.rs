@@ -483,6 +483,22 @@ fn regenerate_corpus(root: &Path) -> Result<()> {
         put("request", &format!("persona-get-{i}"), format!("\x00/v1/query?q={query}&k=3\n").as_bytes())?;
     }
 
+    // The chat routes: lore's own (streamed or not), the OpenAI-compatible ones, sessions.
+    // The first byte picks the method (1: POST, 0: GET, 3: DELETE) and a JSON content type.
+    for (name, seed) in [
+        ("chat", "\x01/v1/chat\n{\"message\":\"Who kept the lighthouse lamp lit?\",\"session_id\":\"s1\"}"),
+        ("chat-stream", "\x01/v1/kb/default/chat\n{\"message\":\"and before that?\",\"stream\":true}"),
+        (
+            "chat-completions",
+            "\x01/v1/chat/completions\n{\"model\":\"default\",\"messages\":[{\"role\":\"system\",\"content\":\"hi\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Who kept the lamp lit?\"}]}],\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+        ),
+        ("models", "\x00/v1/models\n"),
+        ("persona", "\x00/v1/persona\n"),
+        ("session-delete", "\x03/v1/sessions/s1\n"),
+    ] {
+        put("request", &format!("{name}.http"), seed.as_bytes())?;
+    }
+
     // Artifacts: the sealed golden ones as they are, and unsealed builds with the tiny model.
     for entry in std::fs::read_dir(root.join("tests/compat"))?.flatten() {
         let golden = entry.path().join("golden.lore");
