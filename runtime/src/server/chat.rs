@@ -201,7 +201,9 @@ fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn persona_of(state: &AppState, kb: Option<&str>, id: &RequestId) -> Response {
+/// The persona of a knowledge base's first variant; derived (a scan of chunks) once per build,
+/// on the blocking pool.
+async fn persona_of(state: &AppState, kb: Option<&str>, id: &RequestId) -> Response {
     let kb = match state.service.registry().kb(kb) {
         Ok(kb) => kb,
         Err(e) => return error_response(&e, id),
@@ -209,25 +211,27 @@ fn persona_of(state: &AppState, kb: Option<&str>, id: &RequestId) -> Response {
     let Some(variant) = kb.variants.first() else {
         return error_response(&internal(), id);
     };
-    let loaded = variant.current();
-    match state.service.chat().persona(&loaded.engine) {
-        Ok(p) => Json(json!({
-            "kb": kb.name,
+    let (name, loaded, service) = (kb.name.clone(), variant.current(), state.service.clone());
+    let found = tokio::task::spawn_blocking(move || service.chat().persona(&loaded.engine)).await;
+    match found {
+        Ok(Ok(p)) => Json(json!({
+            "kb": name,
             "name": p.name,
             "description": p.description,
             "openers": p.openers,
         }))
         .into_response(),
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::error!(request_id = %id.0, "persona: {e}");
             error_response(&ApiError::from(&e), id)
         }
+        Err(_) => error_response(&internal(), id),
     }
 }
 
 /// `GET /v1/persona`: who answers, for the chat page (name, description, opening questions).
 pub async fn persona(State(state): State<AppState>, Extension(id): Extension<RequestId>) -> Response {
-    persona_of(&state, None, &id)
+    persona_of(&state, None, &id).await
 }
 
 pub async fn kb_persona(
@@ -235,7 +239,7 @@ pub async fn kb_persona(
     Extension(id): Extension<RequestId>,
     Path(kb): Path<String>,
 ) -> Response {
-    persona_of(&state, Some(&kb), &id)
+    persona_of(&state, Some(&kb), &id).await
 }
 
 /// `GET /v1/models`: one model per knowledge base, named like it.
