@@ -152,8 +152,21 @@ impl Service {
                     retrieval_question: None,
                 },
             ];
+            // The oldest turns about to be folded are summarised by the LLM where there is one
+            // (before the write, so no transaction waits for it); else the questions are kept.
+            let fold = memory.turns_to_fold(history.turns.len(), turns.len()).min(history.turns.len());
+            let by_llm = if fold > 0 && self.chat.llm().is_some() {
+                let persona = self.chat.persona(&loaded.engine).map_err(|e| ApiError::from(&e))?;
+                self.chat.summarize(&persona, history.summary.as_deref(), &history.turns[..fold])
+            } else {
+                None
+            };
+            let summarize = |previous: Option<&str>, folded: &[Turn]| match &by_llm {
+                Some(summary) => summary.clone(),
+                None => crate::chat::fold_summary(previous, folded),
+            };
             let write = Instant::now();
-            memory.append(&session, &turns, &crate::chat::fold_summary).map_err(|e| memory_error(&e))?;
+            memory.append(&session, &turns, &summarize).map_err(|e| memory_error(&e))?;
             timings.memory_write_us = write.elapsed().as_micros() as u64;
         }
         let (extractive, degraded, origin) = match reply.origin {

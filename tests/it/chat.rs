@@ -384,6 +384,40 @@ fn follow_ups_use_the_conversation_and_memory_survives_a_restart_without_plainte
 }
 
 #[test]
+fn long_conversations_are_folded_into_a_summary_by_the_llm_or_by_their_questions() {
+    let tmp = TempDir::new("chat-fold");
+    let art = data_artifact(&tmp);
+    let questions = ["What kind of robots do you build?", "Where do you live?", "What instrument do you play?"];
+    // Without an LLM the summary keeps the folded questions.
+    let server = ChatServer::start(&art, &[("LORE_MEMORY_MAX_TURNS", "4")], &[]);
+    for q in questions {
+        server.chat(json!({"session_id": "long", "message": q}));
+    }
+    let (status, body) = server.request("GET", "/v1/sessions/long", None);
+    assert_eq!(status, 200, "{body}");
+    let session: Value = serde_json::from_str(&body).expect("json");
+    // Six turns over a limit of four: the oldest four are folded, two stay.
+    assert_eq!(session["turns"].as_array().expect("turns").len(), 2, "{session}");
+    assert_eq!(session["turns"][0]["text"], questions[2]);
+    assert_eq!(session["summary"], format!("The visitor asked: {} · {}", questions[0], questions[1]), "{session}");
+
+    // With one, the LLM writes it.
+    let llm = FakeLlm::start(vec![streamed(&["The visitor asked about robots and Lisbon."])]);
+    let server = start_with_llm(&art, &llm, &[("LORE_MEMORY_MAX_TURNS", "4")]);
+    for q in questions {
+        server.chat(json!({"session_id": "long", "message": q}));
+    }
+    let (_, body) = server.request("GET", "/v1/sessions/long", None);
+    let session: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(session["summary"], "The visitor asked about robots and Lisbon.", "{session}");
+    assert_eq!(llm.calls(), 4, "three answers and one summary");
+    let summary_call = llm.requests.lock().expect("requests")[3].1.clone();
+    let transcript = summary_call["messages"][1]["content"].as_str().expect("transcript");
+    assert!(transcript.contains(questions[0]) && transcript.contains(questions[1]), "{transcript}");
+    assert!(!transcript.contains(questions[2]), "only the folded turns are summarised: {transcript}");
+}
+
+#[test]
 fn a_memory_file_without_any_key_is_refused() {
     let tmp = TempDir::new("chat-nokey");
     let art = tmp.path().join("plain.lore");

@@ -358,6 +358,14 @@ impl Memory {
         self.enforce_size()
     }
 
+    /// How many of a session's oldest turns the next `append` of `adding` turns will fold into
+    /// its summary, when it holds `kept` turns now (0: none).
+    pub fn turns_to_fold(&self, kept: usize, adding: usize) -> usize {
+        let max = self.limits.max_turns.max(2);
+        let count = kept + adding;
+        if count > max { count - max / 2 } else { 0 }
+    }
+
     /// Forget a session; true when there was one.
     pub fn delete(&self, session: &str) -> Result<bool, MemoryError> {
         let key = self.session_key(session);

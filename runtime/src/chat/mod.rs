@@ -430,6 +430,41 @@ impl Chat {
     }
 }
 
+impl Chat {
+    /// A summary of `turns` (after `previous`) written by the LLM, in one call; `None` without
+    /// an LLM or when it fails (the caller then keeps the questions instead).
+    pub fn summarize(&self, persona: &Persona, previous: Option<&str>, turns: &[Turn]) -> Option<String> {
+        let llm = self.llm.as_ref()?;
+        let who = persona.name.as_deref().unwrap_or("the assistant");
+        let mut transcript = String::new();
+        if let Some(p) = previous {
+            transcript.push_str(&format!("Summary so far: {p}\n\n"));
+        }
+        for t in turns {
+            let role = if t.role == Role::User { "Visitor" } else { who };
+            transcript.push_str(&format!("{role}: {}\n", t.text));
+        }
+        let messages = [
+            Message {
+                role: "system",
+                content: format!(
+                    "Summarise this conversation between a visitor and {who} in at most five sentences: what the \
+                     visitor asked, the facts given and anything they said about themselves. Plain text, no preamble."
+                ),
+            },
+            Message { role: "user", content: transcript },
+        ];
+        match llm.complete(&messages, &mut |_| true) {
+            Ok(c) if !c.text.trim().is_empty() => Some(c.text.trim().to_string()),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(reason = e.reason(), "the LLM could not summarise; keeping the questions instead: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// The summary kept when a long conversation's oldest turns are folded: the questions asked,
 /// newest last, so later follow-ups still know what was discussed.
 pub fn fold_summary(previous: Option<&str>, turns: &[Turn]) -> String {
