@@ -166,6 +166,12 @@ fn chat_layer(args: &ChatArgs, open: &OpenArgs) -> Result<(runtime::chat::Chat, 
             max_tokens: args.llm_max_tokens,
         })
     });
+    let location = args.memory.to_string_lossy();
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        anyhow::bail!(
+            "LORE_MEMORY: PostgreSQL memory is not available in this version; give an SQLite file path or `:memory:`"
+        );
+    }
     let memory_key = std::env::var("LORE_MEMORY_KEY").ok();
     let loaded = format::seal::load_key(memory_key.as_deref(), args.memory_key_file.as_deref())
         .map_err(|e| anyhow::anyhow!("{}", e.replace("LORE_KEY", "LORE_MEMORY_KEY")))?;
