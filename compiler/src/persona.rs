@@ -36,10 +36,17 @@ fn text(file: &str, root: &Node, field: &str, max: usize, diags: &mut Vec<Diagno
     match &node.value {
         Value::Scalar { text, .. } => {
             let t = text.trim().to_string();
+            if t.is_empty() {
+                diags.push(
+                    Diagnostic::error("persona-field", file, node.pos, format!("`{field}` is empty"))
+                        .label("write something here, or leave the field out"),
+                );
+                return None;
+            }
             if t.chars().count() > max {
                 diags.push(too_long(file, field, node, max));
             }
-            (!t.is_empty()).then_some(t)
+            Some(t)
         }
         _ => {
             diags.push(
@@ -72,6 +79,10 @@ fn list(file: &str, root: &Node, field: &str, diags: &mut Vec<Diagnostic>) -> Ve
     let mut out = Vec::new();
     for item in items {
         match &item.value {
+            Value::Scalar { text, .. } if !item.is_null() && text.trim().is_empty() => diags.push(
+                Diagnostic::error("persona-field", file, item.pos, format!("an item of `{field}` is empty"))
+                    .label("write something here, or remove the item"),
+            ),
             Value::Scalar { text, .. } if !item.is_null() => {
                 if text.chars().count() > MAX_ITEM {
                     diags.push(too_long(file, field, item, MAX_ITEM));
@@ -167,6 +178,14 @@ mod tests {
         assert_eq!(p.rules_dont, ["discuss salary"]);
         assert_eq!(p.openers, ["What do you build?"]);
         assert_eq!(p.refusal.as_deref(), Some("I only talk about my work."));
+    }
+
+    #[test]
+    fn empty_names_and_items_are_errors() {
+        let (p, diags) = compile_text("name: \"  \"\nopeners:\n  - \"\"\n");
+        assert!(p.is_none());
+        let messages: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages, ["`name` is empty", "an item of `openers` is empty"], "{diags:?}");
     }
 
     #[test]

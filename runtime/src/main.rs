@@ -127,6 +127,10 @@ struct ChatArgs {
     /// Longest LLM answer, in tokens.
     #[arg(long, env = "LORE_LLM_MAX_TOKENS", default_value_t = 600)]
     llm_max_tokens: u32,
+    /// Chat messages answered at once; one more gets 503 (each may hold a thread for up to
+    /// the LLM's deadline).
+    #[arg(long, env = "LORE_CHAT_CONCURRENCY", default_value_t = runtime::service::DEFAULT_CHAT_CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    chat_concurrency: usize,
     /// Chat answers kept in the response cache (keyed by artifact build, question and
     /// conversation); 0 turns it off.
     #[arg(long, env = "LORE_CHAT_CACHE_ENTRIES", default_value_t = 1024)]
@@ -360,6 +364,14 @@ fn run(cli: Cli) -> Result<()> {
                 (None, None) => anyhow::bail!("give an ARTIFACT or --config FILE"),
             };
             let admin_token = admin_token(admin_token_file.as_deref())?;
+            // An answer, and a summary when a long conversation is folded, each within the
+            // LLM's deadline, and a margin for retrieval and memory.
+            let chat_timeout = if chat.llm_model.as_deref().is_some_and(|m| !m.trim().is_empty()) {
+                Duration::from_secs(chat.llm_timeout_secs.saturating_mul(2).saturating_add(5))
+            } else {
+                Duration::ZERO
+            };
+            let chat_concurrency = chat.chat_concurrency;
             let (chat, memory) = chat_layer(&chat, &cli.open).map_err(|e| {
                 anyhow::Error::new(Rejected(runtime::api::ApiError::new(
                     runtime::api::ErrorCode::BadRequest,
@@ -376,7 +388,9 @@ fn run(cli: Cli) -> Result<()> {
                 open_us = started.elapsed().as_micros() as u64,
                 "ready"
             );
-            let service = Arc::new(Service::new(registry, metrics).with_chat(chat, Some(memory)));
+            let service = Arc::new(
+                Service::new(registry, metrics).with_chat(chat, Some(memory)).with_chat_concurrency(chat_concurrency),
+            );
             let nofile = runtime::server::listener::open_file_limit();
             let max_connections = runtime::server::listener::connection_cap(limits.max_connections, nofile);
             if http.is_some() && max_connections < limits.max_connections {
@@ -391,6 +405,7 @@ fn run(cli: Cli) -> Result<()> {
                 header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
                 idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
                 request_timeout: Duration::from_secs(request_timeout_secs),
+                chat_timeout,
                 max_connections,
                 grace: Duration::from_secs(grace_secs),
             };

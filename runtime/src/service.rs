@@ -31,7 +31,13 @@ pub struct Service {
     metrics: Arc<Metrics>,
     chat: Chat,
     memory: Option<Memory>,
+    /// Chat messages answered at once (each holds a blocking thread for up to the LLM's
+    /// deadline); one more is refused with 503 rather than queued.
+    chat_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Chat messages answered at once unless configured.
+pub const DEFAULT_CHAT_CONCURRENCY: usize = 64;
 
 /// Where a chat message's conversation comes from.
 #[derive(Debug, Clone)]
@@ -47,17 +53,21 @@ fn memory_error(e: &MemoryError) -> ApiError {
     ApiError::new(ErrorCode::MemoryUnavailable, "conversation memory is unavailable; see the server log")
 }
 
-/// A new session id: 128 random bits, hex.
-fn new_session_id() -> String {
+/// A new session id: 128 random bits, hex. The id is the conversation's only credential
+/// (`GET /v1/sessions/ID` shows it), so there is no predictable fallback.
+fn new_session_id() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Unique within the process is enough for a fallback; ids are not secrets.
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        bytes[..8].copy_from_slice(&n.to_le_bytes());
-        bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut bytes).map_err(|e| {
+        tracing::error!("the random source failed: {e}");
+        ApiError::new(ErrorCode::Internal, crate::api::INTERNAL_ERROR_MESSAGE)
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Where a session lives in memory: per knowledge base, so one knowledge base's conversation
+/// never reaches another's prompt.
+fn memory_key(kb: &str, session: &str) -> String {
+    format!("{kb}\u{1f}{session}")
 }
 
 /// A value given in two places must agree.
@@ -73,7 +83,36 @@ fn merge(field: &str, from_route: Option<String>, from_body: Option<String>) -> 
 
 impl Service {
     pub fn new(registry: Registry, metrics: Arc<Metrics>) -> Service {
-        Service { registry, metrics, chat: Chat::default(), memory: None }
+        Service {
+            registry,
+            metrics,
+            chat: Chat::default(),
+            memory: None,
+            chat_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_CHAT_CONCURRENCY)),
+        }
+    }
+
+    /// At most `n` chat messages answered at once.
+    pub fn with_chat_concurrency(mut self, n: usize) -> Service {
+        self.chat_slots = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// A slot to answer one chat message in, or 503 when all are taken.
+    pub fn chat_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.chat_slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(ErrorCode::Overloaded, "too many chat messages are being answered; try again in a moment")
+        })
+    }
+
+    /// Check what a chat message names (knowledge base, variant) before a stream starts, so
+    /// that a mistake is a plain error response rather than an error event after a 200.
+    pub fn check_chat(&self, req: &ChatRequest, route: &Route) -> Result<(), ApiError> {
+        req.check()?;
+        let kb = merge("kb", route.kb.clone(), req.kb.clone())?;
+        let variant = merge("variant", route.variant.clone(), req.variant.clone())?;
+        merge("user", route.user.clone(), req.user.clone())?;
+        self.registry.pick(kb.as_deref(), variant.as_deref(), None).map(|_| ())
     }
 
     /// Chat with this LLM client (extractive answers without one) and this memory.
@@ -111,10 +150,13 @@ impl Service {
         let (session, history, store) = match conversation {
             Conversation::Given(history) => (req.session_id.clone().unwrap_or_default(), history, false),
             Conversation::Session(id) => {
-                let id = id.or(req.session_id.clone()).unwrap_or_else(new_session_id);
+                let id = match id.or(req.session_id.clone()) {
+                    Some(id) => id,
+                    None => new_session_id()?,
+                };
                 let read = Instant::now();
                 let history = match &self.memory {
-                    Some(m) => m.history(&id).map_err(|e| memory_error(&e))?,
+                    Some(m) => m.history(&memory_key(&loaded.kb, &id)).map_err(|e| memory_error(&e))?,
                     None => History::default(),
                 };
                 timings.memory_read_us = read.elapsed().as_micros() as u64;
@@ -166,7 +208,7 @@ impl Service {
                 None => crate::chat::fold_summary(previous, folded),
             };
             let write = Instant::now();
-            memory.append(&session, &turns, &summarize).map_err(|e| memory_error(&e))?;
+            memory.append(&memory_key(&loaded.kb, &session), &turns, &summarize).map_err(|e| memory_error(&e))?;
             timings.memory_write_us = write.elapsed().as_micros() as u64;
         }
         let (extractive, degraded, origin) = match reply.origin {
@@ -223,11 +265,12 @@ impl Service {
 
     /// A session's summary and turns (`GET /v1/sessions/ID`); unknown or expired sessions are
     /// an error.
-    pub fn session(&self, id: &str) -> Result<History, ApiError> {
+    pub fn session(&self, kb: Option<&str>, id: &str) -> Result<History, ApiError> {
+        let kb = self.registry.kb(kb)?.name.clone();
         let Some(memory) = &self.memory else {
             return Err(ApiError::new(ErrorCode::UnknownSession, "no conversation memory is configured"));
         };
-        let history = memory.history(id).map_err(|e| memory_error(&e))?;
+        let history = memory.history(&memory_key(&kb, id)).map_err(|e| memory_error(&e))?;
         if history.turns.is_empty() && history.summary.is_none() {
             return Err(ApiError::new(ErrorCode::UnknownSession, "no such session"));
         }
@@ -235,11 +278,12 @@ impl Service {
     }
 
     /// Forget a session (`DELETE /v1/sessions/ID`).
-    pub fn delete_session(&self, id: &str) -> Result<(), ApiError> {
+    pub fn delete_session(&self, kb: Option<&str>, id: &str) -> Result<(), ApiError> {
+        let kb = self.registry.kb(kb)?.name.clone();
         let Some(memory) = &self.memory else {
             return Err(ApiError::new(ErrorCode::UnknownSession, "no conversation memory is configured"));
         };
-        match memory.delete(id) {
+        match memory.delete(&memory_key(&kb, id)) {
             Ok(true) => Ok(()),
             Ok(false) => Err(ApiError::new(ErrorCode::UnknownSession, "no such session")),
             Err(e) => Err(memory_error(&e)),

@@ -37,10 +37,14 @@ impl ChatServer {
     fn start(art: &Path, env: &[(&str, &str)], args: &[&str]) -> ChatServer {
         let mut cmd = lore();
         cmd.arg("serve").arg(art).args(["--http", "127.0.0.1:0", "--grace-secs", "5"]).args(args);
-        cmd.env("LORE_KEY", TEST_KEY).env("LORE_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
+        ChatServer::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> ChatServer {
+        cmd.env("LORE_KEY", TEST_KEY).env("LORE_LOG", "info");
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
         let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
         let log = Arc::new(Mutex::new(String::new()));
@@ -66,6 +70,13 @@ impl ChatServer {
             }
         });
         ChatServer { child, addr, log }
+    }
+
+    /// `lore serve --config FILE --http`.
+    fn start_config(config: &Path) -> ChatServer {
+        let mut cmd = lore();
+        cmd.arg("serve").arg("--config").arg(config).args(["--http", "127.0.0.1:0", "--grace-secs", "5"]);
+        ChatServer::spawn(cmd)
     }
 
     /// One request over a fresh connection: (status, body with any chunked encoding removed).
@@ -161,6 +172,8 @@ enum Script {
     Hang(Duration),
     /// A 200 whose body is not JSON.
     Garbage,
+    /// Wait this long, then answer 429 with this `Retry-After`.
+    RetryAfter(Duration, String),
 }
 
 /// A fake OpenAI-compatible chat server: each request takes the next script (the last one
@@ -219,6 +232,13 @@ impl FakeLlm {
                             );
                         }
                         Script::Hang(d) => std::thread::sleep(d),
+                        Script::RetryAfter(wait, after) => {
+                            std::thread::sleep(wait);
+                            let _ = write!(
+                                stream,
+                                "HTTP/1.1 429 X\r\nRetry-After: {after}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                            );
+                        }
                         Script::Garbage => {
                             let body = "<html>not json</html>";
                             let _ = write!(
@@ -575,6 +595,20 @@ fn llm_failures_are_retried_or_degrade_to_the_extractive_answer() {
         ("a timeout", vec![Script::Hang(Duration::from_secs(10))], Some("llm_timeout"), 1),
         ("malformed JSON", vec![Script::Garbage], Some("llm_malformed"), 1),
         ("401", vec![Script::Status(401, echo_key.clone())], Some("llm_refused"), 1),
+        // ureq reports a deadline hit while reading the body as an `Other` I/O error.
+        (
+            "a timeout mid-stream",
+            vec![Script::Stream { pieces: vec!["slow ".to_string(); 20], delay: Duration::from_millis(400) }],
+            Some("llm_timeout"),
+            1,
+        ),
+        // A Retry-After far beyond the deadline once panicked adding it to the elapsed time.
+        (
+            "a Retry-After of u64::MAX seconds",
+            vec![Script::RetryAfter(Duration::from_millis(1200), u64::MAX.to_string())],
+            Some("llm_unavailable"),
+            1,
+        ),
     ];
     for (what, scripts, degraded, calls) in cases {
         let llm = FakeLlm::start(scripts);
@@ -605,6 +639,73 @@ fn llm_failures_are_retried_or_degrade_to_the_extractive_answer() {
         let log = server.log();
         assert!(!log.contains(SECRET), "{what}: the key reached the log:\n{log}");
     }
+}
+
+#[test]
+fn a_non_streamed_llm_answer_slower_than_the_request_timeout_is_not_cut_off() {
+    let tmp = TempDir::new("chat-slow");
+    let art = data_artifact(&tmp);
+    // About three seconds of answer against a one-second request timeout: the connection
+    // watchdog once closed it after the request and header timeouts (two seconds).
+    let llm = FakeLlm::start(vec![Script::Stream {
+        pieces: vec!["Vineyard ".into(), "robots ".into(), "[1].".into()],
+        delay: Duration::from_millis(1100),
+    }]);
+    let env = llm_env(&llm);
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend([
+        ("LORE_LLM_TIMEOUT_SECS", "20"),
+        ("LORE_REQUEST_TIMEOUT_SECS", "1"),
+        ("LORE_HEADER_READ_TIMEOUT_SECS", "1"),
+    ]);
+    let server = ChatServer::start(&art, &all, &[]);
+    let a = server.chat(json!({"message": ROBOTS}));
+    assert_eq!(a["answer"], "Vineyard robots [1].", "{a}");
+    // Routes other than chat keep their request timeout.
+    let (status, _) = server.request("GET", "/healthz", None);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_streamed_request_for_an_unknown_model_is_a_404_not_an_error_event() {
+    let tmp = TempDir::new("chat-404");
+    let art = data_artifact(&tmp);
+    let server = ChatServer::start(&art, &[], &[]);
+    let ask = json!({"model": "nope", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let (status, body) = server.request("POST", "/v1/chat/completions", Some(&ask));
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["error"]["code"], "unknown_kb");
+    let (status, body) =
+        server.request("POST", "/v1/chat", Some(&json!({"message": "hi", "stream": true, "kb": "nope"})));
+    assert_eq!(status, 404, "{body}");
+}
+
+#[test]
+fn one_knowledge_base_never_sees_another_knowledge_base_s_conversation() {
+    let tmp = TempDir::new("chat-two-kbs");
+    let art = data_artifact(&tmp);
+    let config = tmp.write(
+        "lore.toml",
+        format!(
+            "default = \"a\"\n[[kb]]\nname = \"a\"\nartifact = {:?}\n[[kb]]\nname = \"b\"\nartifact = {:?}\n",
+            art, art
+        ),
+    );
+    let server = ChatServer::start_config(&config);
+    server.chat(json!({"session_id": "shared-id", "message": ROBOTS}));
+    let b = server.request(
+        "POST",
+        "/v1/kb/b/chat",
+        Some(&json!({"session_id": "shared-id", "message": "and before that?"})),
+    );
+    let b: Value = serde_json::from_str(&b.1).expect("json");
+    assert_eq!(b["retrieval_question"], "and before that?", "kb b saw kb a's conversation: {b}");
+    assert_eq!(server.request("GET", "/v1/sessions/shared-id", None).0, 200);
+    assert_eq!(server.request("GET", "/v1/kb/a/sessions/shared-id", None).0, 200);
+    let (status, body) = server.request("GET", "/v1/kb/b/sessions/shared-id", None);
+    assert_eq!(status, 200, "{body}");
+    let turns: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(turns["turns"].as_array().expect("turns").len(), 2, "only b's own exchange: {turns}");
 }
 
 #[test]

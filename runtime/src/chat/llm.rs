@@ -145,8 +145,10 @@ impl Llm {
                     if attempts > self.config.max_retries {
                         return Err(error);
                     }
-                    let backoff = after.unwrap_or(FIRST_BACKOFF.saturating_mul(1 << (attempts - 1).min(8)));
-                    if started.elapsed() + backoff >= deadline {
+                    // A server's Retry-After is honoured only within the deadline.
+                    let backoff =
+                        after.unwrap_or(FIRST_BACKOFF.saturating_mul(1 << (attempts - 1).min(8))).min(deadline);
+                    if started.elapsed().saturating_add(backoff) >= deadline {
                         return Err(match error {
                             LlmError::Timeout(_) => LlmError::Timeout(deadline),
                             e => e,
@@ -198,14 +200,22 @@ impl Llm {
         }
         match read_stream(BufReader::new(reader), on_token) {
             Ok(c) => Attempt::Done(c),
-            Err(StreamError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                Attempt::Fail(LlmError::Timeout(self.config.deadline))
-            }
+            Err(StreamError::Io(e)) if is_timeout(&e) => Attempt::Fail(LlmError::Timeout(self.config.deadline)),
             Err(StreamError::Io(e)) => Attempt::Fail(LlmError::Transport(self.redact(&e.to_string()))),
             Err(StreamError::Malformed(m)) => Attempt::Fail(LlmError::Malformed(self.redact(&m))),
             Err(StreamError::Cancelled) => Attempt::Fail(LlmError::Cancelled),
         }
     }
+}
+
+/// A read that ran past the deadline: ureq's body reader reports its own `Timeout` inside an
+/// `io::Error` of kind `Other`.
+fn is_timeout(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+        || e.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()).is_some_and(|u| {
+            matches!(u, ureq::Error::Timeout(_))
+                || matches!(u, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+        })
 }
 
 fn is_loopback(url: &str) -> bool {

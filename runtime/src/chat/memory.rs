@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -24,6 +25,8 @@ const NONCE_LEN: usize = 12;
 const KEY_CHECK: &[u8] = b"lore memory v1";
 /// Longest summary of folded turns kept, in bytes.
 const MAX_SUMMARY_BYTES: usize = 2048;
+/// Expired sessions are deleted (and the size total recounted) once every this many appends.
+const EXPIRE_EVERY: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -90,6 +93,10 @@ pub struct Memory {
     cipher: Aes256Gcm,
     id_key: [u8; 32],
     limits: Limits,
+    /// Sealed bytes over all sessions (turns and summaries), kept as rows change so that no
+    /// append scans the table; recounted at open and with every expiry pass.
+    total: AtomicI64,
+    appends: AtomicU64,
 }
 
 impl std::fmt::Debug for Memory {
@@ -144,10 +151,17 @@ impl Memory {
             cipher: Aes256Gcm::new((&seal_key).into()),
             id_key,
             limits,
+            total: AtomicI64::new(0),
+            appends: AtomicU64::new(0),
         };
         memory.check_key()?;
         memory.expire()?;
         Ok(memory)
+    }
+
+    /// Sessions last touched before this are expired (a time to live beyond i64 never expires).
+    fn cutoff(&self) -> i64 {
+        now_unix().saturating_sub(i64::try_from(self.limits.ttl.as_secs()).unwrap_or(i64::MAX))
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> MemoryError + '_ {
@@ -226,7 +240,7 @@ impl Memory {
     pub fn history(&self, session: &str) -> Result<History, MemoryError> {
         let key = self.session_key(session);
         let conn = self.lock();
-        let cutoff = now_unix() - self.limits.ttl.as_secs() as i64;
+        let cutoff = self.cutoff();
         let summary: Option<(Option<Vec<u8>>, i64)> = conn
             .query_row("SELECT summary, updated FROM sessions WHERE id = ?1", params![key], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -277,7 +291,8 @@ impl Memory {
             })
             .optional()
             .map_err(self.sql())?;
-        let cutoff = now - self.limits.ttl.as_secs() as i64;
+        let cutoff = self.cutoff();
+        let old_bytes = existing.map_or(0, |(_, b, _)| b);
         let (mut next_seq, mut bytes) = match existing {
             // An expired session starts again from nothing.
             Some((_, _, updated)) if updated < cutoff => {
@@ -339,6 +354,7 @@ impl Memory {
             let previous: Option<Vec<u8>> = tx
                 .query_row("SELECT summary FROM sessions WHERE id = ?1", params![key], |r| r.get(0))
                 .map_err(self.sql())?;
+            let previous_len = previous.as_ref().map_or(0, |p| p.len() as i64);
             let previous = previous
                 .and_then(|s| self.open_sealed(&s, &Memory::summary_aad(&key)))
                 .and_then(|p| String::from_utf8(p).ok());
@@ -347,14 +363,17 @@ impl Memory {
             let sealed = self.seal(summary.as_bytes(), &Memory::summary_aad(&key));
             let last = old_seqs.last().copied().unwrap_or(-1);
             tx.execute("DELETE FROM turns WHERE session = ?1 AND seq <= ?2", params![key, last]).map_err(self.sql())?;
-            tx.execute(
-                "UPDATE sessions SET summary = ?2, bytes = bytes - ?3 WHERE id = ?1",
-                params![key, sealed, freed],
-            )
-            .map_err(self.sql())?;
+            // The summary counts towards the size limit like the turns it replaces.
+            bytes = bytes - freed - previous_len + sealed.len() as i64;
+            tx.execute("UPDATE sessions SET summary = ?2, bytes = ?3 WHERE id = ?1", params![key, sealed, bytes])
+                .map_err(self.sql())?;
         }
         tx.commit().map_err(self.sql())?;
+        self.total.fetch_add(bytes - old_bytes, Ordering::Relaxed);
         drop(conn);
+        if self.appends.fetch_add(1, Ordering::Relaxed) % EXPIRE_EVERY == EXPIRE_EVERY - 1 {
+            self.expire()?;
+        }
         self.enforce_size()
     }
 
@@ -371,34 +390,44 @@ impl Memory {
         let key = self.session_key(session);
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(self.sql())?;
+        let bytes: i64 = tx
+            .query_row("SELECT bytes FROM sessions WHERE id = ?1", params![key], |r| r.get(0))
+            .optional()
+            .map_err(self.sql())?
+            .unwrap_or(0);
         tx.execute("DELETE FROM turns WHERE session = ?1", params![key]).map_err(self.sql())?;
         let n = tx.execute("DELETE FROM sessions WHERE id = ?1", params![key]).map_err(self.sql())?;
         tx.commit().map_err(self.sql())?;
+        self.total.fetch_sub(bytes, Ordering::Relaxed);
         Ok(n > 0)
     }
 
-    /// Delete sessions older than the time to live.
+    /// Delete sessions older than the time to live (at open, and every few hundred appends),
+    /// and count the size total again.
     pub fn expire(&self) -> Result<usize, MemoryError> {
-        let cutoff = now_unix() - self.limits.ttl.as_secs() as i64;
+        let cutoff = self.cutoff();
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(self.sql())?;
         tx.execute("DELETE FROM turns WHERE session IN (SELECT id FROM sessions WHERE updated < ?1)", params![cutoff])
             .map_err(self.sql())?;
         let n = tx.execute("DELETE FROM sessions WHERE updated < ?1", params![cutoff]).map_err(self.sql())?;
+        let total: i64 =
+            tx.query_row("SELECT COALESCE(SUM(bytes), 0) FROM sessions", [], |r| r.get(0)).map_err(self.sql())?;
         tx.commit().map_err(self.sql())?;
+        self.total.store(total, Ordering::Relaxed);
         Ok(n)
     }
 
     /// Drop the least recently used sessions while the sealed total exceeds the limit.
     fn enforce_size(&self) -> Result<(), MemoryError> {
-        let mut conn = self.lock();
-        let total: i64 =
-            conn.query_row("SELECT COALESCE(SUM(bytes), 0) FROM sessions", [], |r| r.get(0)).map_err(self.sql())?;
-        if total as u64 <= self.limits.max_bytes {
+        let max = i64::try_from(self.limits.max_bytes).unwrap_or(i64::MAX);
+        if self.total.load(Ordering::Relaxed) <= max {
             return Ok(());
         }
+        let mut conn = self.lock();
+        let total = self.total.load(Ordering::Relaxed);
         let tx = conn.transaction().map_err(self.sql())?;
-        let mut over = total - self.limits.max_bytes as i64;
+        let mut over = total - max;
         let victims: Vec<(Vec<u8>, i64)> = {
             let mut stmt = tx.prepare("SELECT id, bytes FROM sessions ORDER BY updated, rowid").map_err(self.sql())?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.sql())?;
@@ -418,6 +447,7 @@ impl Memory {
             tx.execute("DELETE FROM sessions WHERE id = ?1", params![id]).map_err(self.sql())?;
         }
         tx.commit().map_err(self.sql())?;
+        self.total.fetch_sub(victims.iter().map(|(_, b)| b).sum::<i64>(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -483,6 +513,38 @@ mod tests {
             .execute("UPDATE turns SET sealed = (SELECT t.sealed FROM turns t WHERE t.seq = 1) WHERE seq = 0", [])
             .expect("move");
         assert!(matches!(m.history("a"), Err(MemoryError::Damaged { .. })));
+    }
+
+    #[test]
+    fn a_time_to_live_beyond_i64_never_expires() {
+        let limits = Limits { ttl: Duration::from_secs(u64::MAX), ..Limits::default() };
+        let m = Memory::open(Path::new(":memory:"), &[3; 32], limits).expect("open");
+        m.append("s", &[q("kept")], &joined).expect("append");
+        assert_eq!(m.history("s").expect("history").turns.len(), 1);
+    }
+
+    #[test]
+    fn the_size_total_follows_appends_folds_and_deletes() {
+        let limits = Limits { max_turns: 2, ..Limits::default() };
+        let m = Memory::open(Path::new(":memory:"), &[4; 32], limits).expect("open");
+        for i in 0..5 {
+            m.append("a", &[q(&format!("question {i}"))], &joined).expect("append");
+        }
+        m.append("b", &[q("other")], &joined).expect("append");
+        let counted: i64 = m.lock().query_row("SELECT SUM(bytes) FROM sessions", [], |r| r.get(0)).expect("sum");
+        let actual: i64 = m
+            .lock()
+            .query_row(
+                "SELECT (SELECT SUM(length(sealed)) FROM turns) + (SELECT COALESCE(SUM(length(summary)), 0) FROM sessions)",
+                [],
+                |r| r.get(0),
+            )
+            .expect("actual");
+        assert_eq!(counted, actual);
+        assert_eq!(m.total.load(Ordering::Relaxed), actual);
+        m.delete("a").expect("delete");
+        let left: i64 = m.lock().query_row("SELECT SUM(bytes) FROM sessions", [], |r| r.get(0)).expect("sum");
+        assert_eq!(m.total.load(Ordering::Relaxed), left);
     }
 
     #[test]

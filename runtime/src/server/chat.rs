@@ -50,12 +50,16 @@ async fn answer_whole(
     route: Route,
     id: Arc<str>,
 ) -> Result<ChatAnswer, ApiError> {
-    tokio::task::spawn_blocking(move || service.chat_blocking(req, conversation, route, &id, &mut |_| true))
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!("a chat task failed: {e}");
-            Err(internal())
-        })
+    let slot = service.chat_slot()?;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        service.chat_blocking(req, conversation, route, &id, &mut |_| true)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!("a chat task failed: {e}");
+        Err(internal())
+    })
 }
 
 /// How one streamed answer is told: an optional first event, an event per piece of text, and
@@ -80,6 +84,13 @@ where
     P: Fn(&str) -> Event + Send + 'static,
     F: FnOnce(Result<ChatAnswer, ApiError>, &str) -> Vec<Event> + Send + 'static,
 {
+    if let Err(e) = service.check_chat(&req, &route) {
+        return error_response(&e, &RequestId(id));
+    }
+    let slot = match service.chat_slot() {
+        Ok(slot) => slot,
+        Err(e) => return error_response(&e, &RequestId(id)),
+    };
     let (tx, rx) = mpsc::channel::<Event>(STREAM_BUFFER);
     let StreamShape { first, piece, finish } = shape;
     if let Some(first) = first {
@@ -87,6 +98,7 @@ where
         let _ = tx.try_send(first);
     }
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let result =
             service.chat_blocking(req, conversation, route, &id, &mut |text| tx.blocking_send(piece(text)).is_ok());
         for event in finish(result, &id) {
@@ -163,15 +175,12 @@ pub async fn post_kb_chat(
     chat(state, id, Some(kb), headers, body).await
 }
 
-/// `GET /v1/sessions/ID`: what the conversation holds, for a page to show it again.
-pub async fn get_session(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    Path(session): Path<String>,
-) -> Response {
+async fn session_of(state: &AppState, kb: Option<String>, session: String, id: &RequestId) -> Response {
     let service = state.service.clone();
     let key = session.clone();
-    let result = tokio::task::spawn_blocking(move || service.session(&key)).await.unwrap_or_else(|_| Err(internal()));
+    let result = tokio::task::spawn_blocking(move || service.session(kb.as_deref(), &key))
+        .await
+        .unwrap_or_else(|_| Err(internal()));
     match result {
         Ok(history) => Json(json!({
             "session_id": session,
@@ -179,22 +188,53 @@ pub async fn get_session(
             "turns": history.turns,
         }))
         .into_response(),
-        Err(e) => error_response(&e, &id),
+        Err(e) => error_response(&e, id),
     }
 }
 
+async fn delete_session_of(state: &AppState, kb: Option<String>, session: String, id: &RequestId) -> Response {
+    let service = state.service.clone();
+    let result = tokio::task::spawn_blocking(move || service.delete_session(kb.as_deref(), &session))
+        .await
+        .unwrap_or_else(|_| Err(internal()));
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error_response(&e, id),
+    }
+}
+
+/// `GET /v1/sessions/ID`: what the conversation holds, for a page to show it again.
+pub async fn get_session(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(session): Path<String>,
+) -> Response {
+    session_of(&state, None, session, &id).await
+}
+
+pub async fn get_kb_session(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path((kb, session)): Path<(String, String)>,
+) -> Response {
+    session_of(&state, Some(kb), session, &id).await
+}
+
+/// `DELETE /v1/sessions/ID`: the visitor forgets their conversation.
 pub async fn delete_session(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     Path(session): Path<String>,
 ) -> Response {
-    let service = state.service.clone();
-    let result =
-        tokio::task::spawn_blocking(move || service.delete_session(&session)).await.unwrap_or_else(|_| Err(internal()));
-    match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => error_response(&e, &id),
-    }
+    delete_session_of(&state, None, session, &id).await
+}
+
+pub async fn delete_kb_session(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path((kb, session)): Path<(String, String)>,
+) -> Response {
+    delete_session_of(&state, Some(kb), session, &id).await
 }
 
 fn now_unix() -> u64 {

@@ -259,7 +259,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             "/v1/chat/completions",
             post(super::chat::completions).layer(DefaultBodyLimit::max(MAX_COMPLETIONS_BODY_BYTES)),
         )
-        .route("/v1/sessions/{id}", get(super::chat::get_session).delete(super::chat::delete_session));
+        .route("/v1/sessions/{id}", get(super::chat::get_session).delete(super::chat::delete_session))
+        .route("/v1/kb/{kb}/sessions/{id}", get(super::chat::get_kb_session).delete(super::chat::delete_kb_session));
     Router::new()
         .route("/", get(super::page::index))
         .route("/assets/chat.js", get(super::page::script))

@@ -68,6 +68,10 @@ pub struct Limits {
     /// The router's request timeout; a request still unanswered after it plus the header read
     /// timeout means a stuck connection, which is closed.
     pub request_timeout: Duration,
+    /// How long a chat answer may take before its head is sent (the LLM's deadline, twice when
+    /// a summary is due, and a margin); the busy limit is the longer of this and
+    /// `request_timeout`. Zero without an LLM.
+    pub chat_timeout: Duration,
     /// Connections served at once; more are refused with 503.
     pub max_connections: usize,
     /// After the shutdown signal, how long in-flight requests may take to finish.
@@ -305,7 +309,7 @@ impl Activity {
         let since = self.epoch + Duration::from_millis(word & ((1 << PHASE_SHIFT) - 1));
         let allowed = match phase {
             HEAD => limits.header_read_timeout,
-            BUSY => limits.request_timeout + limits.header_read_timeout,
+            BUSY => limits.request_timeout.max(limits.chat_timeout) + limits.header_read_timeout,
             _ => limits.idle_timeout,
         };
         (phase, since + allowed)
@@ -452,6 +456,7 @@ mod tests {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
+            chat_timeout: Duration::ZERO,
             max_connections: 1,
             grace: Duration::from_secs(1),
         };

@@ -90,6 +90,8 @@ async function ask(message) {
   if (busy || !message.trim()) return;
   busy = true;
   $("send").disabled = true;
+  // A new conversation cannot start while an answer is still being written into this one.
+  $("new-conversation").disabled = true;
   $("openers").hidden = true;
   log.appendChild(el("div", "turn user", message));
   const bubble = el("div", "turn assistant");
@@ -131,6 +133,7 @@ async function ask(message) {
   } finally {
     busy = false;
     $("send").disabled = false;
+    $("new-conversation").disabled = false;
     scrollDown();
   }
 }
@@ -180,6 +183,7 @@ $("ask").addEventListener("submit", (e) => {
 });
 $("source-close").addEventListener("click", () => ($("source").hidden = true));
 $("new-conversation").addEventListener("click", async () => {
+  if (busy) return;
   const session = localStorage.getItem(SESSION_KEY);
   localStorage.removeItem(SESSION_KEY);
   if (session) await fetch(`/v1/sessions/${encodeURIComponent(session)}`, { method: "DELETE" }).catch(() => null);
