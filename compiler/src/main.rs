@@ -180,6 +180,19 @@ enum Command {
     },
     /// Print a new random key (base64) on stdout.
     Keygen,
+    /// Re-encrypt an artifact under a new key without rebuilding it: its content and content
+    /// hashes stay the same, its key id changes (the current key from LORE_KEY / LORE_KEY_FILE).
+    Rekey {
+        file: PathBuf,
+        /// A file holding the new base64 key (`lorec keygen > new.key`).
+        #[arg(long, env = "LORE_TO_KEY_FILE")]
+        to_key_file: PathBuf,
+        /// Where to write the re-keyed artifact (may be FILE itself: it is replaced atomically).
+        #[arg(short, long, env = "LORE_REKEY_OUTPUT")]
+        output: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
 }
 
 /// An error that means "the input was rejected", exiting with status 2.
@@ -405,6 +418,34 @@ fn run(cli: Cli) -> Result<()> {
                 Some(dir) => verify_sources(&opened, key.as_ref(), &file, &dir),
                 None => Ok(()),
             }
+        }
+        Command::Rekey { file, to_key_file, output, key } => {
+            let old =
+                key.load()?.ok_or_else(|| Rejected("give the current key in LORE_KEY or LORE_KEY_FILE".into()))?;
+            let new = load_key(None, Some(&to_key_file))
+                .map_err(|e| Rejected(format!("--to-key-file: {e}")))?
+                .ok_or_else(|| Rejected("--to-key-file: no key".into()))?;
+            if let Some(warning) = &new.warning {
+                tracing::warn!("{warning}");
+            }
+            let new = new.key;
+            let bytes = read_artifact(&file)?;
+            let opened = OpenedContainer::open(&bytes).map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
+            let mut salt = [0u8; 16];
+            getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+            let container = format::rekey::rekey(&opened, &old, &new, salt)
+                .map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
+            compiler::atomic_write_with(&output, 0o600, |out| container.write_to(Some(&new), out))
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            writeln!(
+                std::io::stdout(),
+                "re-keyed {} → {}: key id {} → {}; content unchanged",
+                file.display(),
+                output.display(),
+                old.id(),
+                new.id()
+            )?;
+            Ok(())
         }
         Command::Keygen => {
             let mut bytes = [0u8; 32];

@@ -11,6 +11,7 @@ pub mod container;
 pub mod embed;
 pub mod fsio;
 pub mod profiles;
+pub mod rekey;
 pub mod schema;
 pub mod seal;
 pub mod verify;

@@ -73,6 +73,8 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
     if hasher.finish() != texts_section.plain_sha256 {
         return Err(ContainerError::Corrupt("the texts section does not match its digest".into()));
     }
+    // The persona section (format v6, optional): decrypted, digest-checked, validated.
+    container.persona(sealer.as_ref())?;
     let sources = container.sources(sealer.as_ref())?.sources;
     if index.chunks.iter().any(|c| c.source.to_native() as usize >= sources.len()) {
         return Err(ContainerError::Corrupt("a chunk names a source the artifact does not list".into()));

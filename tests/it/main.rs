@@ -13,6 +13,7 @@ mod hostile_yaml;
 mod minilm;
 mod openai;
 mod openai_client;
+mod rekey;
 mod reproducible;
 mod retrieval;
 mod serve;
