@@ -400,17 +400,21 @@ fn run(cli: Cli) -> Result<()> {
             let opened = OpenedContainer::open(&bytes).map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
             let report = format::verify::verify(&opened, key.as_ref())
                 .map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
+            let sealed_by = match opened.header.cipher {
+                Cipher::Aes256Gcm { key_id, .. } => format!("; sealed with key id {}", format::seal::KeyId(key_id)),
+                Cipher::None => "; not sealed".to_string(),
+            };
             if report.deep {
                 writeln!(
                     std::io::stdout(),
-                    "ok: {} — every byte matches, all sections decrypt and validate ({} text blocks)",
+                    "ok: {} — every byte matches, all sections decrypt and validate ({} text blocks{sealed_by})",
                     file.display(),
                     report.text_blocks
                 )?;
             } else {
                 writeln!(
                     std::io::stdout(),
-                    "ok: {} — every byte matches its digest; give LORE_KEY to also decrypt and validate the sections",
+                    "ok: {} — every byte matches its digest; give LORE_KEY to also decrypt and validate the sections{sealed_by}",
                     file.display()
                 )?;
             }
