@@ -7,6 +7,7 @@
 pub mod build;
 pub mod chunk;
 pub mod diag;
+pub mod diff;
 pub mod embedder;
 pub mod jsonl;
 pub mod markdown;

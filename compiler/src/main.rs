@@ -180,6 +180,21 @@ enum Command {
     },
     /// Print a new random key (base64) on stdout.
     Keygen,
+    /// What changed between two artifacts: chunks added, removed and changed (by id, with a
+    /// line diff), and changes of format, embedder, audience or fusion profile. Exit 0 when
+    /// equal, 1 when different, 2 on bad input.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long, env = "LORE_JSON")]
+        json: bool,
+        /// The key of B when it differs from A's (LORE_KEY / LORE_KEY_FILE open A).
+        #[arg(long, env = "LORE_DIFF_B_KEY_FILE")]
+        b_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
     /// Re-encrypt an artifact under a new key without rebuilding it: its content and content
     /// hashes stay the same, its key id changes (the current key from LORE_KEY / LORE_KEY_FILE).
     Rekey {
@@ -195,6 +210,11 @@ enum Command {
     },
 }
 
+/// `lorec diff` found a difference: exit 1, nothing more to say.
+#[derive(Debug, thiserror::Error)]
+#[error("the artifacts differ")]
+struct Different;
+
 /// An error that means "the input was rejected", exiting with status 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -209,6 +229,9 @@ fn main() -> ExitCode {
             if reader_went_away(&e) {
                 // `lorec inspect | head`: the reader has what it wanted.
                 ExitCode::SUCCESS
+            } else if e.downcast_ref::<Different>().is_some() {
+                // `lorec diff`: the difference is the answer, already printed.
+                ExitCode::FAILURE
             } else if e.downcast_ref::<Rejected>().is_some() {
                 to_stderr(&format!("error: {e:#}\n"));
                 ExitCode::from(EXIT_REJECTED)
@@ -422,6 +445,38 @@ fn run(cli: Cli) -> Result<()> {
                 Some(dir) => verify_sources(&opened, key.as_ref(), &file, &dir),
                 None => Ok(()),
             }
+        }
+        Command::Diff { a, b, json, b_key_file, key } => {
+            let key_a = key.load()?;
+            let key_b = match &b_key_file {
+                Some(file) => {
+                    load_key(None, Some(file)).map_err(|e| Rejected(format!("--b-key-file: {e}")))?.map(|k| k.key)
+                }
+                None => key_a.clone(),
+            };
+            let (bytes_a, bytes_b) = (read_artifact(&a)?, read_artifact(&b)?);
+            let read = |path: &Path,
+                        bytes: &[u8],
+                        key: Option<&Key>|
+             -> Result<(format::Header, u32, format::verify::Contents)> {
+                let opened = OpenedContainer::open(bytes).map_err(|e| Rejected(format!("{}: {e}", path.display())))?;
+                opened.verify_bytes().map_err(|e| Rejected(format!("{}: {e}", path.display())))?;
+                let contents = format::verify::read_contents(&opened, key)
+                    .map_err(|e| Rejected(format!("{}: {e}", path.display())))?;
+                Ok((opened.header.clone(), opened.format_version, contents))
+            };
+            let (ha, va, ca) = read(&a, &bytes_a, key_a.as_ref())?;
+            let (hb, vb, cb) = read(&b, &bytes_b, key_b.as_ref())?;
+            let d = compiler::diff::diff((&ha, va, &ca), (&hb, vb, &cb));
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &d)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", compiler::diff::render(&d))?;
+            }
+            out.flush()?;
+            if d.equal { Ok(()) } else { Err(Different.into()) }
         }
         Command::Rekey { file, to_key_file, output, key } => {
             let old =

@@ -81,3 +81,66 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
     }
     Ok(VerifyReport { deep: true, text_blocks: index.blocks.len() })
 }
+
+/// Everything `lorec diff` compares of one artifact: its chunk records in artifact order, and
+/// its fusion parameters. Every section it reads is decrypted and digest-checked.
+#[derive(Debug, Clone)]
+pub struct Contents {
+    pub chunks: Vec<crate::schema::ChunkRecord>,
+    pub fusion: crate::schema::FusionParams,
+    pub facet_weight: f32,
+}
+
+/// Read every chunk record (and the fusion profile) of an artifact.
+pub fn read_contents(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Contents, ContainerError> {
+    let sealer = container.sealer(key)?;
+    let version = container.format_version;
+    let index_bytes = container.open_section(sealer.as_ref(), SectionKind::Index)?;
+    let index_section = container.section(SectionKind::Index);
+    if crate::container::plaintext_digest(version, index_section.stripe_len, &index_bytes) != index_section.plain_sha256
+    {
+        return Err(ContainerError::Corrupt("the index section does not match its digest".into()));
+    }
+    let index_bytes = crate::schema::upgrade_index(index_bytes, version)
+        .map_err(|e| ContainerError::Corrupt(format!("the index section is malformed: {e}")))?;
+    let index = rkyv::access::<ArchivedIndex, rancor::Error>(&index_bytes).map_err(|_| {
+        ContainerError::Corrupt("the index section is malformed: its bytes are not a valid index".into())
+    })?;
+    let fusion = rkyv::deserialize::<crate::schema::FusionParams, rancor::Error>(&index.fusion)
+        .map_err(|_| ContainerError::Corrupt("the fusion parameters are malformed".into()))?;
+    let texts = container.raw_section(SectionKind::Texts);
+    let texts_section = container.section(SectionKind::Texts);
+    let mut hasher = SectionHasher::for_version(version);
+    let mut chunks = Vec::with_capacity(index.chunks.len());
+    for (i, block) in index.blocks.iter().enumerate() {
+        let start = usize::try_from(block.offset.to_native()).unwrap_or(usize::MAX);
+        let raw = start
+            .checked_add(block.stored_len.to_native() as usize)
+            .and_then(|end| texts.get(start..end))
+            .ok_or_else(|| ContainerError::Corrupt(format!("text block {i} lies outside the texts section")))?;
+        let compression = match block.compression {
+            crate::schema::ArchivedCompression::None => crate::Compression::None,
+            crate::schema::ArchivedCompression::Zstd => crate::Compression::Zstd,
+        };
+        let plain = crate::container::open_unit(
+            sealer.as_ref(),
+            SectionKind::Texts,
+            i as u64,
+            raw,
+            texts_section.encrypted,
+            compression,
+            block.plain_len.to_native() as usize,
+        )?;
+        hasher.unit(&plain);
+        let archived = rkyv::access::<ArchivedTextBlock, rancor::Error>(&plain).map_err(|_| {
+            ContainerError::Corrupt(format!("text block {i} is malformed: its bytes are not a valid block"))
+        })?;
+        let block = rkyv::deserialize::<crate::schema::TextBlock, rancor::Error>(archived)
+            .map_err(|_| ContainerError::Corrupt(format!("text block {i} is malformed")))?;
+        chunks.extend(block.chunks);
+    }
+    if hasher.finish() != texts_section.plain_sha256 {
+        return Err(ContainerError::Corrupt("the texts section does not match its digest".into()));
+    }
+    Ok(Contents { chunks, fusion, facet_weight: index.facet_weight.to_native() })
+}

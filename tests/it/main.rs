@@ -7,6 +7,7 @@ mod browser;
 mod chat;
 mod collections;
 mod diagnostics;
+mod diff;
 mod golden;
 mod hostile;
 mod hostile_yaml;
