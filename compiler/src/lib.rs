@@ -10,6 +10,7 @@ pub mod diag;
 pub mod diff;
 pub mod embedder;
 pub mod jsonl;
+pub mod manifest;
 pub mod markdown;
 pub mod model;
 pub mod passages;

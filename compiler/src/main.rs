@@ -195,6 +195,14 @@ enum Command {
         #[command(flatten)]
         key: KeyArgs,
     },
+    /// List the builds recorded beside artifacts (`manifest/` in FOLDER, or beside ARTIFACT).
+    Versions {
+        /// A folder of artifacts, or one artifact (its own builds only).
+        path: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long, env = "LORE_JSON")]
+        json: bool,
+    },
     /// Re-encrypt an artifact under a new key without rebuilding it: its content and content
     /// hashes stay the same, its key id changes (the current key from LORE_KEY / LORE_KEY_FILE).
     Rekey {
@@ -369,8 +377,37 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
             }
             let t = std::time::Instant::now();
-            compiler::atomic_write_with(&output, mode, |file| built.container.write_to(key.as_ref(), file))
-                .with_context(|| format!("cannot write {}", output.display()))?;
+            let mut file_sha256 = [0u8; 32];
+            let mut file_bytes = 0u64;
+            compiler::atomic_write_with(&output, mode, |file| {
+                let mut hashing =
+                    compiler::manifest::HashingWrite { inner: file, hasher: Default::default(), written: 0 };
+                built.container.write_to(key.as_ref(), &mut hashing)?;
+                file_sha256 = sha2::Digest::finalize(hashing.hasher).into();
+                file_bytes = hashing.written;
+                Ok(())
+            })
+            .with_context(|| format!("cannot write {}", output.display()))?;
+            let header = built.container.header();
+            let entry = compiler::manifest::Entry {
+                artifact: output.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                version: header.artifact_version.clone(),
+                build_id: header.build_id.clone(),
+                sha256: compiler::manifest::hex(&file_sha256),
+                bytes: file_bytes,
+                created_unix: header.created_unix,
+                source_tree_sha256: compiler::manifest::source_tree_sha256(
+                    checked.sources.iter().map(|s| (s.rel.as_str(), &s.sha256)),
+                ),
+                embedder: header.embedder.id.clone(),
+                audience: header.audience.clone(),
+                format_version: format::FORMAT_VERSION,
+                previous: None,
+            };
+            let recorded = compiler::manifest::record(&output, entry).with_context(|| {
+                format!("the artifact is written, but its manifest entry beside {} is not", output.display())
+            })?;
+            tracing::debug!(manifest = %recorded.display(), "manifest entry");
             tracing::debug!(ms = t.elapsed().as_millis() as u64, "write");
             if let Some(cache) = &cache {
                 cache.prune(UNIT_MAX_AGE);
@@ -477,6 +514,42 @@ fn run(cli: Cli) -> Result<()> {
             }
             out.flush()?;
             if d.equal { Ok(()) } else { Err(Different.into()) }
+        }
+        Command::Versions { path, json } => {
+            let (dir, only) = if path.is_dir() {
+                (path.clone(), None)
+            } else {
+                let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+                (dir, path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            };
+            let entries: Vec<_> = compiler::manifest::entries(&dir)
+                .into_iter()
+                .filter(|e| only.as_ref().is_none_or(|name| &e.artifact == name))
+                .collect();
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &entries)?;
+                writeln!(out)?;
+            } else {
+                for e in &entries {
+                    writeln!(
+                        out,
+                        "{}  {}  {}  build {}  sha256 {}  {} bytes  sources {}  {}{}",
+                        e.created_unix,
+                        e.artifact,
+                        e.version,
+                        e.build_id,
+                        &e.sha256[..16.min(e.sha256.len())],
+                        e.bytes,
+                        &e.source_tree_sha256[..12.min(e.source_tree_sha256.len())],
+                        e.embedder,
+                        e.previous
+                            .as_ref()
+                            .map_or(String::new(), |p| format!("  (after {} {})", p.version, p.build_id)),
+                    )?;
+                }
+            }
+            Ok(())
         }
         Command::Rekey { file, to_key_file, output, key } => {
             let old =

@@ -11,6 +11,7 @@ mod diff;
 mod golden;
 mod hostile;
 mod hostile_yaml;
+mod manifest;
 mod minilm;
 mod openai;
 mod openai_client;
