@@ -74,8 +74,7 @@ pub fn record(artifact: &Path, mut entry: Entry) -> std::io::Result<PathBuf> {
     let dir = artifact.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     entry.previous = entries(dir)
         .into_iter()
-        .filter(|e| e.artifact == entry.artifact && e.build_id != entry.build_id)
-        .next_back()
+        .rfind(|e| e.artifact == entry.artifact && e.build_id != entry.build_id)
         .map(|e| Previous { version: e.version, build_id: e.build_id });
     let folder = dir.join(MANIFEST_DIR);
     std::fs::create_dir_all(&folder)?;
