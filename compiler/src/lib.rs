@@ -15,6 +15,7 @@ pub mod markdown;
 pub mod model;
 pub mod passages;
 pub mod persona;
+pub mod publish;
 pub mod sources;
 pub mod unit;
 pub mod yaml;

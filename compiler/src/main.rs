@@ -195,6 +195,18 @@ enum Command {
         #[command(flatten)]
         key: KeyArgs,
     },
+    /// Publish a verified artifact: file://PATH (copied atomically) or https://URL (a PUT, as to
+    /// a presigned object-storage URL, with its SHA-256 for the store to check). Prints
+    /// `sha256:HEX` on its last line, the digest `lore serve URL#sha256=HEX` fetches by.
+    Publish {
+        file: PathBuf,
+        target: String,
+        /// Allow plain http to hosts other than loopback.
+        #[arg(long, env = "LORE_REGISTRY_INSECURE")]
+        insecure: bool,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
     /// List the builds recorded beside artifacts (`manifest/` in FOLDER, or beside ARTIFACT).
     Versions {
         /// A folder of artifacts, or one artifact (its own builds only).
@@ -514,6 +526,23 @@ fn run(cli: Cli) -> Result<()> {
             }
             out.flush()?;
             if d.equal { Ok(()) } else { Err(Different.into()) }
+        }
+        Command::Publish { file, target, insecure, key } => {
+            let key = key.load()?;
+            let parsed = compiler::publish::parse_target(&target, insecure).map_err(|e| Rejected(e.to_string()))?;
+            let bytes = read_artifact(&file)?;
+            let opened = OpenedContainer::open(&bytes).map_err(|e| Rejected(format!("{}: {e}", file.display())))?;
+            // Nothing unverified leaves: every byte, and with the key every section.
+            format::verify::verify(&opened, key.as_ref())
+                .map_err(|e| Rejected(format!("{}: refusing to publish: {e}", file.display())))?;
+            let digest = compiler::publish::sha256_hex(&bytes);
+            let name = compiler::publish::file_name(&file);
+            let place =
+                compiler::publish::publish(&bytes, &name, &parsed, &target).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "published {} ({} bytes) to {place}", file.display(), bytes.len())?;
+            writeln!(out, "sha256:{digest}")?;
+            Ok(())
         }
         Command::Versions { path, json } => {
             let (dir, only) = if path.is_dir() {

@@ -19,6 +19,7 @@ pub mod api;
 pub mod chat;
 pub mod config;
 pub mod engine;
+pub mod fetch;
 pub mod metrics;
 pub mod registry;
 pub mod server;

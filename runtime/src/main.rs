@@ -38,6 +38,13 @@ struct OpenArgs {
     /// Refuse artifacts built with `--no-encrypt`.
     #[arg(long, global = true, env = "LORE_REQUIRE_SEALED")]
     require_sealed: bool,
+    /// Where artifacts named by URL (`https://HOST/PATH#sha256=HEX`) are kept, by digest
+    /// (default: $XDG_CACHE_HOME/lore or ~/.cache/lore).
+    #[arg(long, global = true, env = "LORE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Allow plain http to hosts other than loopback when fetching an artifact.
+    #[arg(long, global = true, env = "LORE_REGISTRY_INSECURE")]
+    insecure: bool,
     /// How to hold the artifact: `map` (memory-map it; starts in milliseconds) or `copy` (read
     /// it into private memory, immune to the file being changed in place).
     #[arg(long, global = true, env = "LORE_LOAD", default_value = "map")]
@@ -211,6 +218,28 @@ fn chat_layer(args: &ChatArgs, open: &OpenArgs) -> Result<(runtime::chat::Chat, 
     Ok((runtime::chat::Chat::new(llm, args.chat_cache_entries), memory))
 }
 
+/// The local file for an artifact argument: a path as it is, a URL fetched into the cache and
+/// verified against its digest.
+fn fetched(artifact: &std::path::Path, open: &OpenArgs) -> Result<PathBuf> {
+    let text = artifact.to_string_lossy();
+    if !runtime::fetch::is_url(&text) {
+        return Ok(artifact.to_path_buf());
+    }
+    let cache = open.cache_dir.clone().unwrap_or_else(runtime::fetch::default_cache_dir);
+    runtime::fetch::resolve(&text, &cache, open.insecure).map_err(|e| {
+        let rejected =
+            !matches!(e, runtime::fetch::FetchError::Download { .. } | runtime::fetch::FetchError::Cache { .. });
+        if rejected {
+            anyhow::Error::new(Rejected(runtime::api::ApiError::new(
+                runtime::api::ErrorCode::BadRequest,
+                e.to_string(),
+            )))
+        } else {
+            anyhow::Error::new(e)
+        }
+    })
+}
+
 /// `lore serve --http` connection limits (see `runtime::listener`).
 #[derive(clap::Args, Debug)]
 struct HttpLimits {
@@ -314,6 +343,7 @@ fn run(cli: Cli) -> Result<()> {
     let options = open_options(&cli.open)?;
     match cli.command {
         Command::Query { artifact, question, json, k } => {
+            let artifact = fetched(&artifact, &cli.open)?;
             let config = Config::single(artifact, runtime::config::DEFAULT_NAME);
             let service = Service::new(Registry::open(&config, options, Arc::default())?, Arc::default());
             let req = runtime::QueryRequest { k: Some(k), ..runtime::QueryRequest::question(question) };
@@ -360,7 +390,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let config = match (config, artifact) {
                 (Some(file), _) => Config::from_file(&file)?,
-                (None, Some(artifact)) => Config::single(artifact, &kb_name),
+                (None, Some(artifact)) => Config::single(fetched(&artifact, &cli.open)?, &kb_name),
                 (None, None) => anyhow::bail!("give an ARTIFACT or --config FILE"),
             };
             let admin_token = admin_token(admin_token_file.as_deref())?;

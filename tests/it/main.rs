@@ -15,6 +15,7 @@ mod manifest;
 mod minilm;
 mod openai;
 mod openai_client;
+mod publish;
 mod rekey;
 mod reproducible;
 mod retrieval;

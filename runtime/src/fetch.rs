@@ -1,0 +1,150 @@
+//! Artifacts named by URL: `lore serve https://HOST/PATH#sha256=HEX` downloads into a
+//! content-addressed cache (`CACHE/sha256/HEX.lore`), checks the digest before the file is
+//! ever mapped, and reuses the cached file on restart (hashed again first). Plain `http://` is
+//! used for loopback addresses only, unless `LORE_REGISTRY_INSECURE` is set.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}: give the artifact's digest as URL#sha256=HEX (64 hex digits); nothing unverified is served")]
+    NoDigest(String),
+    #[error("{0}: plain http is only used for loopback addresses; use https, or set LORE_REGISTRY_INSECURE")]
+    Insecure(String),
+    #[error("{url}: digest mismatch: expected sha256:{expected}, the download is sha256:{found}; nothing was kept")]
+    Mismatch { url: String, expected: String, found: String },
+    #[error("{url}: {message}")]
+    Download { url: String, message: String },
+    #[error("cache {path}: {source}")]
+    Cache { path: String, source: std::io::Error },
+}
+
+/// Whether `text` names an artifact by URL rather than by path.
+pub fn is_url(text: &str) -> bool {
+    text.starts_with("https://") || text.starts_with("http://")
+}
+
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host.starts_with('[') {
+        host.split(']').next().map_or(host, |h| &h[1..])
+    } else {
+        host.split(':').next().unwrap_or(host)
+    };
+    host == "localhost" || host == "::1" || host.starts_with("127.")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The default cache: `$XDG_CACHE_HOME/lore`, else `~/.cache/lore`, else the temp folder's.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("lore")
+}
+
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The local path to serve: `text` itself when it is a path; for a URL, the verified file in
+/// the cache, downloading it when the cache lacks it.
+pub fn resolve(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, FetchError> {
+    if !is_url(text) {
+        return Ok(PathBuf::from(text));
+    }
+    let (url, fragment) = text.split_once('#').unwrap_or((text, ""));
+    let expected = fragment
+        .strip_prefix("sha256=")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| FetchError::NoDigest(text.to_string()))?;
+    if url.starts_with("http://") && !insecure && !is_loopback(url) {
+        return Err(FetchError::Insecure(url.to_string()));
+    }
+    let dir = cache.join("sha256");
+    let cache_err = |source| FetchError::Cache { path: dir.display().to_string(), source };
+    std::fs::create_dir_all(&dir).map_err(cache_err)?;
+    let path = dir.join(format!("{expected}.lore"));
+    if path.exists() {
+        match file_sha256(&path) {
+            Ok(found) if found == expected => {
+                tracing::info!(url, digest = %format!("sha256:{expected}"), path = %path.display(), "artifact from the cache");
+                return Ok(path);
+            }
+            _ => {
+                tracing::warn!(path = %path.display(), "a cached artifact does not match its name; fetching it again");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    download(url, &expected, &dir, &path)?;
+    tracing::info!(url, digest = %format!("sha256:{expected}"), path = %path.display(), "artifact fetched and verified");
+    Ok(path)
+}
+
+fn download(url: &str, expected: &str, dir: &Path, path: &Path) -> Result<(), FetchError> {
+    let failed = |message: String| FetchError::Download { url: url.to_string(), message };
+    let mut config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(600)))
+        .http_status_as_error(false)
+        .user_agent(concat!("lore/", env!("CARGO_PKG_VERSION")));
+    if is_loopback(url) {
+        config = config.proxy(None);
+    }
+    let agent: ureq::Agent = config.build().into();
+    let response = agent.get(url).call().map_err(|e| failed(e.to_string()))?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(failed(format!("the server answered {status}")));
+    }
+    let tmp = dir.join(format!(".{expected}.{}.part", std::process::id()));
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(|e| failed(format!("cannot write {}: {e}", tmp.display())))?;
+        let mut body = response.into_body().into_reader();
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = body.read(&mut buf).map_err(|e| failed(format!("the download broke off: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).map_err(|e| failed(format!("cannot write {}: {e}", tmp.display())))?;
+        }
+        let found = hex(&hasher.finalize());
+        if found != expected {
+            return Err(FetchError::Mismatch { url: url.to_string(), expected: expected.to_string(), found });
+        }
+        file.sync_all().map_err(|e| failed(format!("cannot write {}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(|e| failed(format!("cannot move into the cache: {e}")))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
