@@ -496,7 +496,7 @@ pub fn build(checked: &Checked, opts: &BuildOptions<'_>) -> Result<Built, Embedd
     };
     let header = Header {
         artifact_version: opts.artifact_version.clone(),
-        build_id: build_id.iter().map(|b| format!("{b:02x}")).collect(),
+        build_id: format::text::hex(&build_id),
         created_unix,
         compiler,
         audience: opts.audience.as_str().to_string(),

@@ -288,7 +288,7 @@ impl EmbeddingCache {
     /// Open (or start) the cache for one model in `dir`; `None` disables caching.
     pub fn open(dir: Option<&Path>, fingerprint: &[u8; 32], dims: usize) -> EmbeddingCache {
         let Some(dir) = dir else { return EmbeddingCache::default() };
-        let name: String = fingerprint[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let name = format::text::hex(&fingerprint[..16]);
         let keys_path = dir.join(format!("embeddings-{name}-{dims}.v2.keys"));
         let vecs_path = dir.join(format!("embeddings-{name}-{dims}.v2.vecs"));
         let vecs = std::fs::File::open(&vecs_path).ok();

@@ -814,9 +814,7 @@ fn report(checked: &build::Checked, deny_warnings: bool, color: bool) -> Result<
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use format::text::hex;
 
 fn describe(c: &OpenedContainer<'_>, sources: Option<&[format::SourceFile]>) -> serde_json::Value {
     let h = &c.header;

@@ -51,9 +51,7 @@ pub fn source_tree_sha256<'a>(sources: impl Iterator<Item = (&'a str, &'a [u8; 3
     hex(&h.finalize())
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use format::text::hex;
 
 /// Every entry in `dir`'s manifest folder, oldest first; unreadable files are skipped (a
 /// manifest is a record, not an input).

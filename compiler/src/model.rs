@@ -283,7 +283,7 @@ fn identity(dir: &Path, quantize: bool) -> Option<String> {
             Err(_) => return None,
         }
     }
-    Some(hasher.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect())
+    Some(format::text::hex(&hasher.finalize()[..16]))
 }
 
 struct Tensor<'a> {
@@ -471,9 +471,7 @@ mod tests {
         }
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
+    use format::text::hex;
 
     #[test]
     fn half_precision() {

@@ -35,18 +35,6 @@ pub enum Target {
     Http(String),
 }
 
-fn is_loopback_url(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if host.starts_with('[') {
-        host.split(']').next().map_or(host, |h| &h[1..])
-    } else {
-        host.split(':').next().unwrap_or(host)
-    };
-    host == "localhost" || host == "::1" || host.starts_with("127.")
-}
-
 /// Parse a target; plain http only on loopback unless `insecure`.
 pub fn parse_target(text: &str, insecure: bool) -> Result<Target, PublishError> {
     if let Some(path) = text.strip_prefix("file://") {
@@ -62,7 +50,7 @@ pub fn parse_target(text: &str, insecure: bool) -> Result<Target, PublishError> 
         return Ok(Target::Http(text.into()));
     }
     if text.starts_with("http://") {
-        return if insecure || is_loopback_url(text) {
+        return if insecure || format::text::is_loopback_url(text) {
             Ok(Target::Http(text.into()))
         } else {
             Err(PublishError::Insecure(text.into()))
@@ -100,7 +88,7 @@ pub fn publish(bytes: &[u8], file_name: &str, target: &Target, shown: &str) -> R
                 .timeout_global(Some(Duration::from_secs(300)))
                 .http_status_as_error(false)
                 .user_agent(concat!("lorec/", env!("CARGO_PKG_VERSION")));
-            if is_loopback_url(url) {
+            if format::text::is_loopback_url(url) {
                 config = config.proxy(None);
             }
             let agent: ureq::Agent = config.build().into();

@@ -331,7 +331,7 @@ impl UnitCache {
             .chain_update([0])
             .chain_update(sha256)
             .finalize();
-        let hex: String = key[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = format::text::hex(&key[..16]);
         self.dir.join(format!("{hex}.unit"))
     }
 

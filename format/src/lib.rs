@@ -14,6 +14,7 @@ pub mod profiles;
 pub mod rekey;
 pub mod schema;
 pub mod seal;
+pub mod text;
 pub mod verify;
 pub mod wordpiece;
 

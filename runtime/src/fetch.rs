@@ -28,22 +28,6 @@ pub fn is_url(text: &str) -> bool {
     text.starts_with("https://") || text.starts_with("http://")
 }
 
-fn is_loopback(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if host.starts_with('[') {
-        host.split(']').next().map_or(host, |h| &h[1..])
-    } else {
-        host.split(':').next().unwrap_or(host)
-    };
-    host == "localhost" || host == "::1" || host.starts_with("127.")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The default cache: `$XDG_CACHE_HOME/lore`, else `~/.cache/lore`, else the temp folder's.
 pub fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -64,7 +48,7 @@ fn file_sha256(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(format::text::hex(&hasher.finalize()))
 }
 
 /// The local path to serve: `text` itself when it is a path; for a URL, the verified file in
@@ -79,7 +63,7 @@ pub fn resolve(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, Fetc
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_ascii_lowercase)
         .ok_or_else(|| FetchError::NoDigest(text.to_string()))?;
-    if url.starts_with("http://") && !insecure && !is_loopback(url) {
+    if url.starts_with("http://") && !insecure && !format::text::is_loopback_url(url) {
         return Err(FetchError::Insecure(url.to_string()));
     }
     let dir = cache.join("sha256");
@@ -109,7 +93,7 @@ fn download(url: &str, expected: &str, dir: &Path, path: &Path) -> Result<(), Fe
         .timeout_global(Some(Duration::from_secs(600)))
         .http_status_as_error(false)
         .user_agent(concat!("lore/", env!("CARGO_PKG_VERSION")));
-    if is_loopback(url) {
+    if format::text::is_loopback_url(url) {
         config = config.proxy(None);
     }
     let agent: ureq::Agent = config.build().into();
@@ -136,7 +120,7 @@ fn download(url: &str, expected: &str, dir: &Path, path: &Path) -> Result<(), Fe
             hasher.update(&buf[..n]);
             file.write_all(&buf[..n]).map_err(|e| failed(format!("cannot write {}: {e}", tmp.display())))?;
         }
-        let found = hex(&hasher.finalize());
+        let found = format::text::hex(&hasher.finalize());
         if found != expected {
             return Err(FetchError::Mismatch { url: url.to_string(), expected: expected.to_string(), found });
         }

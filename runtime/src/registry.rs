@@ -633,7 +633,7 @@ fn load(
     let engine = open_engine(path, key, options, reuse)?;
     let open_us = started.elapsed().as_micros() as u64;
     let h = engine.header();
-    let digest: String = engine.header_digest().iter().map(|b| format!("{b:02x}")).collect();
+    let digest = format::text::hex(&engine.header_digest());
     tracing::info!(
         kb, variant, artifact = %path.display(), version = %h.artifact_version, build_id = %h.build_id,
         chunks = h.counts.chunks, sealed = !matches!(h.cipher, format::Cipher::None), open_us, "artifact opened"

@@ -61,7 +61,7 @@ fn new_session_id() -> Result<String, ApiError> {
         tracing::error!("the random source failed: {e}");
         ApiError::new(ErrorCode::Internal, crate::api::INTERNAL_ERROR_MESSAGE)
     })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(format::text::hex(&bytes))
 }
 
 /// Where a session lives in memory: per knowledge base, so one knowledge base's conversation

@@ -165,7 +165,7 @@ impl Llm {
             .timeout_global(Some(left))
             .http_status_as_error(false)
             .user_agent(concat!("lore/", env!("CARGO_PKG_VERSION")));
-        if is_loopback(&self.endpoint) {
+        if format::text::is_loopback_url(&self.endpoint) {
             config = config.proxy(None);
         }
         let agent: ureq::Agent = config.build().into();
@@ -216,13 +216,6 @@ fn is_timeout(e: &std::io::Error) -> bool {
             matches!(u, ureq::Error::Timeout(_))
                 || matches!(u, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
         })
-}
-
-fn is_loopback(url: &str) -> bool {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]") || host.starts_with("127.")
 }
 
 fn error_message(body: &str, status: u16) -> String {
@@ -362,12 +355,5 @@ mod tests {
         assert!(read("data: {not json}\n\n").is_err());
         assert!(read("<html>oops</html>").is_err());
         assert!(read("data: {\"nothing\": 1}\n\n").is_err());
-    }
-
-    #[test]
-    fn loopback_hosts_skip_the_proxy() {
-        assert!(is_loopback("http://127.0.0.1:9/v1/chat/completions"));
-        assert!(is_loopback("http://localhost/v1"));
-        assert!(!is_loopback("https://api.openai.com/v1/chat/completions"));
     }
 }
