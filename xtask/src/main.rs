@@ -211,7 +211,10 @@ fn demo(root: &Path, addr: &str) -> Result<()> {
             .arg("What kind of robots do you build?")
             .env("LORE_KEY_FILE", &key_file),
     )?;
-    eprintln!("\nserving {} — try:\n  curl -s 'http://{addr}/v1/query?q=what+music+do+you+like'\n", artifact.display());
+    eprintln!(
+        "\nserving {} — open http://{addr}/ to chat, or try:\n  curl -s 'http://{addr}/v1/query?q=what+music+do+you+like'\n  curl -s http://{addr}/v1/chat -H 'content-type: application/json' -d '{{\"message\": \"What do you play in the orchestra?\"}}'\n",
+        artifact.display()
+    );
     run_checked(
         Command::new(bin.join("lore"))
             .arg("serve")
