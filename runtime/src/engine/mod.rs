@@ -162,10 +162,10 @@ enum QuestionEmbedder {
     Static,
     /// Ask the OpenAI-compatible API the chunks were embedded with; answers are cached.
     #[cfg(feature = "openai")]
-    OpenAi(embed_openai::QueryCache),
+    OpenAi(Box<embed_openai::QueryCache>),
     /// Run the transformer stored in the model section.
     #[cfg(feature = "minilm")]
-    MiniLm(embed_minilm::MiniLm),
+    MiniLm(Box<embed_minilm::MiniLm>),
 }
 
 impl std::fmt::Debug for QuestionEmbedder {
@@ -192,7 +192,7 @@ impl QuestionEmbedder {
                 parts.tokenizer_json.as_bytes(),
                 parts.weights.as_slice(),
             )
-            .map(QuestionEmbedder::MiniLm)
+            .map(|m| QuestionEmbedder::MiniLm(Box::new(m)))
             .map_err(|e| (format!("the transformer model {} ({e})", info.id), "minilm")),
             #[cfg(not(feature = "minilm"))]
             ModelRef::Transformer(_) => Err((format!("the transformer model {}", info.id), "minilm")),
@@ -200,7 +200,7 @@ impl QuestionEmbedder {
             ModelRef::Remote(remote) => {
                 let config = embed_openai::Config::from_env(remote.model.as_str());
                 embed_openai::Client::new(config)
-                    .map(|c| QuestionEmbedder::OpenAi(embed_openai::QueryCache::new(c)))
+                    .map(|c| QuestionEmbedder::OpenAi(Box::new(embed_openai::QueryCache::new(c))))
                     .map_err(|e| (format!("openai:{} ({e})", remote.model), "openai"))
             }
             #[cfg(not(feature = "openai"))]
