@@ -43,36 +43,7 @@ pub fn verify(container: &OpenedContainer<'_>, key: Option<&Key>) -> Result<Veri
     let index = rkyv::access::<ArchivedIndex, rancor::Error>(&index_bytes).map_err(|_| {
         ContainerError::Corrupt("the index section is malformed: its bytes are not a valid index".into())
     })?;
-    let texts = container.raw_section(SectionKind::Texts);
-    let texts_section = container.section(SectionKind::Texts);
-    let mut hasher = SectionHasher::for_version(version);
-    for (i, block) in index.blocks.iter().enumerate() {
-        let start = usize::try_from(block.offset.to_native()).unwrap_or(usize::MAX);
-        let raw = start
-            .checked_add(block.stored_len.to_native() as usize)
-            .and_then(|end| texts.get(start..end))
-            .ok_or_else(|| ContainerError::Corrupt(format!("text block {i} lies outside the texts section")))?;
-        let compression = match block.compression {
-            crate::schema::ArchivedCompression::None => crate::Compression::None,
-            crate::schema::ArchivedCompression::Zstd => crate::Compression::Zstd,
-        };
-        let plain = crate::container::open_unit(
-            sealer.as_ref(),
-            SectionKind::Texts,
-            i as u64,
-            raw,
-            texts_section.encrypted,
-            compression,
-            block.plain_len.to_native() as usize,
-        )?;
-        hasher.unit(&plain);
-        rkyv::access::<ArchivedTextBlock, rancor::Error>(&plain).map_err(|_| {
-            ContainerError::Corrupt(format!("text block {i} is malformed: its bytes are not a valid block"))
-        })?;
-    }
-    if hasher.finish() != texts_section.plain_sha256 {
-        return Err(ContainerError::Corrupt("the texts section does not match its digest".into()));
-    }
+    for_each_text_block(container, sealer.as_ref(), index, |_, _| Ok(()))?;
     // The persona section (format v6, optional): decrypted, digest-checked, validated.
     container.persona(sealer.as_ref())?;
     let sources = container.sources(sealer.as_ref())?.sources;
@@ -108,10 +79,27 @@ pub fn read_contents(container: &OpenedContainer<'_>, key: Option<&Key>) -> Resu
     })?;
     let fusion = rkyv::deserialize::<crate::schema::FusionParams, rancor::Error>(&index.fusion)
         .map_err(|_| ContainerError::Corrupt("the fusion parameters are malformed".into()))?;
+    let mut chunks = Vec::with_capacity(index.chunks.len());
+    for_each_text_block(container, sealer.as_ref(), index, |i, archived| {
+        let block = rkyv::deserialize::<crate::schema::TextBlock, rancor::Error>(archived)
+            .map_err(|_| ContainerError::Corrupt(format!("text block {i} is malformed")))?;
+        chunks.extend(block.chunks);
+        Ok(())
+    })?;
+    Ok(Contents { chunks, fusion, facet_weight: index.facet_weight.to_native() })
+}
+
+/// Open every text block the index names (decrypted, decompressed, validated), hand each to
+/// `visit`, and check the texts section's digest over all of them.
+fn for_each_text_block(
+    container: &OpenedContainer<'_>,
+    sealer: Option<&crate::seal::Sealer>,
+    index: &ArchivedIndex,
+    mut visit: impl FnMut(usize, &ArchivedTextBlock) -> Result<(), ContainerError>,
+) -> Result<(), ContainerError> {
     let texts = container.raw_section(SectionKind::Texts);
     let texts_section = container.section(SectionKind::Texts);
-    let mut hasher = SectionHasher::for_version(version);
-    let mut chunks = Vec::with_capacity(index.chunks.len());
+    let mut hasher = SectionHasher::for_version(container.format_version);
     for (i, block) in index.blocks.iter().enumerate() {
         let start = usize::try_from(block.offset.to_native()).unwrap_or(usize::MAX);
         let raw = start
@@ -123,7 +111,7 @@ pub fn read_contents(container: &OpenedContainer<'_>, key: Option<&Key>) -> Resu
             crate::schema::ArchivedCompression::Zstd => crate::Compression::Zstd,
         };
         let plain = crate::container::open_unit(
-            sealer.as_ref(),
+            sealer,
             SectionKind::Texts,
             i as u64,
             raw,
@@ -135,12 +123,10 @@ pub fn read_contents(container: &OpenedContainer<'_>, key: Option<&Key>) -> Resu
         let archived = rkyv::access::<ArchivedTextBlock, rancor::Error>(&plain).map_err(|_| {
             ContainerError::Corrupt(format!("text block {i} is malformed: its bytes are not a valid block"))
         })?;
-        let block = rkyv::deserialize::<crate::schema::TextBlock, rancor::Error>(archived)
-            .map_err(|_| ContainerError::Corrupt(format!("text block {i} is malformed")))?;
-        chunks.extend(block.chunks);
+        visit(i, archived)?;
     }
     if hasher.finish() != texts_section.plain_sha256 {
         return Err(ContainerError::Corrupt("the texts section does not match its digest".into()));
     }
-    Ok(Contents { chunks, fusion, facet_weight: index.facet_weight.to_native() })
+    Ok(())
 }
