@@ -207,6 +207,19 @@ enum Command {
         #[command(flatten)]
         key: KeyArgs,
     },
+    /// Point TAG of an OCI repository at a published version (a tag or a sha256: digest); rolling
+    /// back is promoting the previous version. Prints the manifest digest on its last line.
+    Promote {
+        /// oci://REGISTRY/REPO
+        repo: String,
+        /// The version to promote: a tag (v42) or a manifest digest (sha256:...).
+        version: String,
+        /// The tag to move, e.g. stable.
+        tag: String,
+        /// Allow plain http to registries other than loopback.
+        #[arg(long, env = "LORE_REGISTRY_INSECURE")]
+        insecure: bool,
+    },
     /// List the builds recorded beside artifacts (`manifest/` in FOLDER, or beside ARTIFACT).
     Versions {
         /// A folder of artifacts, or one artifact (its own builds only).
@@ -537,11 +550,49 @@ fn run(cli: Cli) -> Result<()> {
                 .map_err(|e| Rejected(format!("{}: refusing to publish: {e}", file.display())))?;
             let digest = compiler::publish::sha256_hex(&bytes);
             let name = compiler::publish::file_name(&file);
+            if let compiler::publish::Target::Oci(reference) = &parsed {
+                let annotations = compiler::publish::annotations(
+                    &opened.header,
+                    opened.format_version,
+                    source_tree_sha256(&file, &opened, key.as_ref()),
+                );
+                let size = bytes.len();
+                let pushed = compiler::publish::publish_oci(bytes, &name, reference, annotations, insecure)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "published {} ({size} bytes, layer {}) to {reference}",
+                    file.display(),
+                    pushed.layer_digest
+                )?;
+                writeln!(out, "{}", pushed.manifest_digest)?;
+                return Ok(());
+            }
             let place =
                 compiler::publish::publish(&bytes, &name, &parsed, &target).map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "published {} ({} bytes) to {place}", file.display(), bytes.len())?;
             writeln!(out, "sha256:{digest}")?;
+            Ok(())
+        }
+        Command::Promote { repo, version, tag, insecure } => {
+            let separator = if version.starts_with("sha256:") { '@' } else { ':' };
+            let source = oci::OciRef::parse(&format!("{}{separator}{version}", repo.trim_end_matches('/')))
+                .map_err(|e| Rejected(e.to_string()))?;
+            let check = source.at_tag(&tag);
+            if check.tag() != Some(tag.as_str()) || oci::OciRef::parse(&check.to_string()).is_err() {
+                return Err(Rejected(format!("{tag}: not a valid tag")).into());
+            }
+            let registry = oci::Registry::new(&source, insecure).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (digest, previous) = registry.tag(&source, &tag).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut out = std::io::stdout().lock();
+            match previous {
+                Some(before) if before == digest => writeln!(out, "{tag} already names {source} ({digest})")?,
+                Some(before) => writeln!(out, "{tag}: {before} -> {digest} ({source})")?,
+                None => writeln!(out, "{tag}: new, {digest} ({source})")?,
+            }
+            writeln!(out, "{digest}")?;
             Ok(())
         }
         Command::Versions { path, json } => {
@@ -698,6 +749,21 @@ fn to_stderr(text: &str) {
 
 /// Read an artifact for `inspect` and `verify`: a regular file (never a FIFO or a device), read
 /// whole; its own size is the bound.
+/// The source-tree hash of the build that wrote `file`: from its manifest entry when one is
+/// beside it, else from the sealed source list when the key opens it and the audience withheld
+/// no file (a withheld file's path is not recorded, so the hash could not match the build's).
+fn source_tree_sha256(file: &Path, opened: &OpenedContainer<'_>, key: Option<&Key>) -> Option<String> {
+    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Some(entry) = compiler::manifest::entries(dir).into_iter().find(|e| e.build_id == opened.header.build_id) {
+        return Some(entry.source_tree_sha256);
+    }
+    let sealer = opened.sealer(key).ok()?;
+    let list = opened.sources(sealer.as_ref()).ok()?;
+    list.withheld
+        .is_empty()
+        .then(|| compiler::manifest::source_tree_sha256(list.sources.iter().map(|s| (s.path.as_str(), &s.sha256))))
+}
+
 fn read_artifact(path: &Path) -> Result<Vec<u8>> {
     format::fsio::read_regular(path, u64::MAX).map_err(|e| Rejected(e.to_string()).into())
 }

@@ -131,7 +131,10 @@ impl Config {
             err(key, e.message().trim().to_string())
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        // URLs (`oci://`, `https://…#sha256=`) are fetched by the registry, not joined to the folder.
+        let resolve = |p: PathBuf| {
+            if p.is_absolute() || crate::fetch::is_url(&p.to_string_lossy()) { p } else { base.join(p) }
+        };
         if parsed.kb.is_empty() {
             return Err(err("kb".into(), "no knowledge base is configured; add a [[kb]] table".into()));
         }

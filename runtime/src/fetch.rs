@@ -2,6 +2,11 @@
 //! content-addressed cache (`CACHE/sha256/HEX.lore`), checks the digest before the file is
 //! ever mapped, and reuses the cached file on restart (hashed again first). Plain `http://` is
 //! used for loopback addresses only, unless `LORE_REGISTRY_INSECURE` is set.
+//!
+//! `oci://REGISTRY/REPO@sha256:DIGEST` and `oci://REGISTRY/REPO:TAG` (resolved to a digest,
+//! which is logged) fetch the artifact layer of a manifest published by `lorec publish`. The
+//! manifest is cached too (`CACHE/oci/HEX.json`, checked against its digest), so a restart by
+//! digest needs no registry; the layer shares the `sha256/` cache with `https://`.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -21,11 +26,32 @@ pub enum FetchError {
     Download { url: String, message: String },
     #[error("cache {path}: {source}")]
     Cache { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Oci(#[from] oci::OciError),
+}
+
+impl FetchError {
+    /// Whether the fault is in what the caller wrote (a bad reference, a digest that does not
+    /// match, something that is not a lore artifact) rather than in the network or the disk.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            FetchError::NoDigest(_) | FetchError::Insecure(_) | FetchError::Mismatch { .. } => true,
+            FetchError::Download { .. } | FetchError::Cache { .. } => false,
+            FetchError::Oci(e) => matches!(
+                e,
+                oci::OciError::Reference(_)
+                    | oci::OciError::Insecure(_)
+                    | oci::OciError::Mismatch { .. }
+                    | oci::OciError::NotAnArtifact { .. }
+                    | oci::OciError::NotFound { .. }
+            ),
+        }
+    }
 }
 
 /// Whether `text` names an artifact by URL rather than by path.
 pub fn is_url(text: &str) -> bool {
-    text.starts_with("https://") || text.starts_with("http://")
+    text.starts_with("https://") || text.starts_with("http://") || text.starts_with("oci://")
 }
 
 /// The default cache: `$XDG_CACHE_HOME/lore`, else `~/.cache/lore`, else the temp folder's.
@@ -57,6 +83,9 @@ pub fn resolve(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, Fetc
     if !is_url(text) {
         return Ok(PathBuf::from(text));
     }
+    if text.starts_with("oci://") {
+        return resolve_oci(text, cache, insecure);
+    }
     let (url, fragment) = text.split_once('#').unwrap_or((text, ""));
     let expected = fragment
         .strip_prefix("sha256=")
@@ -85,6 +114,59 @@ pub fn resolve(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, Fetc
     download(url, &expected, &dir, &path)?;
     tracing::info!(url, digest = %format!("sha256:{expected}"), path = %path.display(), "artifact fetched and verified");
     Ok(path)
+}
+
+fn resolve_oci(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, FetchError> {
+    let reference = oci::OciRef::parse(text)?;
+    let blobs = cache.join("sha256");
+    let manifests = cache.join("oci");
+    for dir in [&blobs, &manifests] {
+        std::fs::create_dir_all(dir).map_err(|source| FetchError::Cache { path: dir.display().to_string(), source })?;
+    }
+    if let Some(digest) = reference.digest()
+        && let Some(path) = cached_by_manifest(&reference, digest, &manifests, &blobs)
+    {
+        tracing::info!(reference = %reference, digest, path = %path.display(), "artifact from the cache");
+        return Ok(path);
+    }
+    let registry = oci::Registry::new(&reference, insecure)?;
+    let fetched = registry.fetch_manifest(&reference)?;
+    if reference.digest().is_none() {
+        tracing::info!(reference = %reference, digest = %fetched.manifest_digest, "tag resolved");
+    }
+    let layer_hex = fetched.layer_digest.trim_start_matches("sha256:");
+    let path = blobs.join(format!("{layer_hex}.lore"));
+    let cached = path.exists() && file_sha256(&path).is_ok_and(|found| found == layer_hex);
+    if !cached {
+        registry.download_layer(&reference, &fetched, &path)?;
+        tracing::info!(reference = %reference, digest = %fetched.manifest_digest, bytes = fetched.layer_size, path = %path.display(), "artifact fetched and verified");
+    } else {
+        tracing::info!(reference = %reference, digest = %fetched.manifest_digest, path = %path.display(), "artifact from the cache");
+    }
+    let manifest_path = manifests.join(format!("{}.json", fetched.manifest_digest.trim_start_matches("sha256:")));
+    if !manifest_path.exists() {
+        let tmp = manifests.join(format!(".{}.part", std::process::id()));
+        let written = std::fs::write(&tmp, &fetched.manifest).and_then(|()| std::fs::rename(&tmp, &manifest_path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(path = %manifest_path.display(), "cannot cache the manifest ({e}); a restart will ask the registry again");
+        }
+    }
+    Ok(path)
+}
+
+/// The cached artifact of manifest `digest`, when both the manifest and its layer are in the
+/// cache and match their digests.
+fn cached_by_manifest(reference: &oci::OciRef, digest: &str, manifests: &Path, blobs: &Path) -> Option<PathBuf> {
+    let hex = digest.strip_prefix("sha256:")?;
+    let manifest = std::fs::read(manifests.join(format!("{hex}.json"))).ok()?;
+    if oci::sha256_digest(&manifest) != digest {
+        return None;
+    }
+    let (layer, _) = oci::artifact_layer(reference, &manifest).ok()?;
+    let layer_hex = layer.strip_prefix("sha256:")?;
+    let path = blobs.join(format!("{layer_hex}.lore"));
+    (file_sha256(&path).ok()? == layer_hex).then_some(path)
 }
 
 fn download(url: &str, expected: &str, dir: &Path, path: &Path) -> Result<(), FetchError> {

@@ -218,25 +218,14 @@ fn chat_layer(args: &ChatArgs, open: &OpenArgs) -> Result<(runtime::chat::Chat, 
     Ok((runtime::chat::Chat::new(llm, args.chat_cache_entries), memory))
 }
 
-/// The local file for an artifact argument: a path as it is, a URL fetched into the cache and
-/// verified against its digest.
-fn fetched(artifact: &std::path::Path, open: &OpenArgs) -> Result<PathBuf> {
-    let text = artifact.to_string_lossy();
-    if !runtime::fetch::is_url(&text) {
-        return Ok(artifact.to_path_buf());
-    }
-    let cache = open.cache_dir.clone().unwrap_or_else(runtime::fetch::default_cache_dir);
-    runtime::fetch::resolve(&text, &cache, open.insecure).map_err(|e| {
-        let rejected =
-            !matches!(e, runtime::fetch::FetchError::Download { .. } | runtime::fetch::FetchError::Cache { .. });
-        if rejected {
-            anyhow::Error::new(Rejected(runtime::api::ApiError::new(
-                runtime::api::ErrorCode::BadRequest,
-                e.to_string(),
-            )))
-        } else {
-            anyhow::Error::new(e)
-        }
+/// Open the registry; a URL artifact that is bad input (no digest, a digest that does not
+/// match, a tag or digest the registry does not have) exits 2 like other rejected input.
+fn open_registry(config: &Config, options: OpenOptions, metrics: Arc<runtime::metrics::Metrics>) -> Result<Registry> {
+    Registry::open(config, options, metrics).map_err(|e| match e {
+        runtime::registry::RegistryError::Fetch { ref error, .. } if error.is_bad_input() => anyhow::Error::new(
+            Rejected(runtime::api::ApiError::new(runtime::api::ErrorCode::BadRequest, e.to_string())),
+        ),
+        other => anyhow::Error::new(other),
     })
 }
 
@@ -305,6 +294,8 @@ fn open_options(cli: &OpenArgs) -> Result<OpenOptions> {
         params: runtime::engine::retrieval::params_from_env().map_err(anyhow::Error::msg)?,
         key_base64: cli.key.clone(),
         key_file: cli.key_file.clone(),
+        cache_dir: cli.cache_dir.clone(),
+        insecure: cli.insecure,
     })
 }
 
@@ -343,9 +334,8 @@ fn run(cli: Cli) -> Result<()> {
     let options = open_options(&cli.open)?;
     match cli.command {
         Command::Query { artifact, question, json, k } => {
-            let artifact = fetched(&artifact, &cli.open)?;
             let config = Config::single(artifact, runtime::config::DEFAULT_NAME);
-            let service = Service::new(Registry::open(&config, options, Arc::default())?, Arc::default());
+            let service = Service::new(open_registry(&config, options, Arc::default())?, Arc::default());
             let req = runtime::QueryRequest { k: Some(k), ..runtime::QueryRequest::question(question) };
             let answer = service.answer_blocking(req, Default::default(), "query").map_err(|e| {
                 if e.code.is_client_error() || e.code == runtime::api::ErrorCode::ArtifactDamaged {
@@ -390,7 +380,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let config = match (config, artifact) {
                 (Some(file), _) => Config::from_file(&file)?,
-                (None, Some(artifact)) => Config::single(fetched(&artifact, &cli.open)?, &kb_name),
+                (None, Some(artifact)) => Config::single(artifact, &kb_name),
                 (None, None) => anyhow::bail!("give an ARTIFACT or --config FILE"),
             };
             let admin_token = admin_token(admin_token_file.as_deref())?;
@@ -410,7 +400,7 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let started = std::time::Instant::now();
             let metrics = Arc::new(runtime::metrics::Metrics::default());
-            let registry = Registry::open(&config, options, metrics.clone())?;
+            let registry = open_registry(&config, options, metrics.clone())?;
             let variants: usize = registry.kbs().iter().map(|k| k.variants.len()).sum();
             tracing::info!(
                 kbs = registry.kbs().len(),

@@ -33,6 +33,24 @@ pub struct OpenOptions {
     /// The process-wide key file (`LORE_KEY_FILE`), re-read at every load so a rekeyed
     /// artifact can be swapped in with its new key.
     pub key_file: Option<PathBuf>,
+    /// Where artifacts named by URL (`oci://`, `https://…#sha256=`) are fetched to; `None`:
+    /// [`crate::fetch::default_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// Plain http to registries and hosts other than loopback.
+    pub insecure: bool,
+}
+
+impl OpenOptions {
+    /// The local file of a configured artifact: a path as it is; a URL fetched (or found in
+    /// the cache) and verified against its digest, a tag resolved again.
+    pub fn local_artifact(&self, configured: &Path) -> Result<PathBuf, crate::fetch::FetchError> {
+        let text = configured.to_string_lossy();
+        if !crate::fetch::is_url(&text) {
+            return Ok(configured.to_path_buf());
+        }
+        let cache = self.cache_dir.clone().unwrap_or_else(crate::fetch::default_cache_dir);
+        crate::fetch::resolve(&text, &cache, self.insecure)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +59,8 @@ pub enum RegistryError {
     Open { kb: String, variant: String, error: EngineError },
     #[error("knowledge base \"{kb}\": {message}")]
     Key { kb: String, message: String },
+    #[error("knowledge base \"{kb}\", variant \"{variant}\": {error}")]
+    Fetch { kb: String, variant: String, error: Box<crate::fetch::FetchError> },
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("the new configuration {0}; restart lore to apply it")]
@@ -310,7 +330,12 @@ impl Registry {
             // The first variant opens alone; the others open in parallel, sharing its model
             // when theirs is the same (A/B variants usually differ in content, not embedder).
             let open_one = |v: &crate::config::VariantConfig, reuse: Option<&Engine>| {
-                load(&kb.name, &v.name, &v.artifact, key.as_ref(), &options, &metrics, reuse)
+                let local = options.local_artifact(&v.artifact).map_err(|error| RegistryError::Fetch {
+                    kb: kb.name.clone(),
+                    variant: v.name.clone(),
+                    error: Box::new(error),
+                })?;
+                load(&kb.name, &v.name, &local, key.as_ref(), &options, &metrics, reuse)
                     .map_err(|error| RegistryError::Open { kb: kb.name.clone(), variant: v.name.clone(), error })
             };
             let first = open_one(&kb.variants[0], None)?;
@@ -425,7 +450,7 @@ impl Registry {
     fn reload_variant(&self, kb: &Kb, v: &Variant, trigger: Trigger, force: bool) -> Outcome {
         let _loading = lock(&v.loading);
         let started = Instant::now();
-        let path = v.path.load_full();
+        let configured = v.path.load_full();
         let labels = || (kb.name.clone(), v.name.clone());
         let reject = |reason: &'static str, message: String| {
             let (kb_name, variant) = labels();
@@ -435,6 +460,19 @@ impl Registry {
                 .get_or_create(&RejectLabels { kb: kb_name, variant, reason: reason.into() })
                 .inc();
             Outcome::Rejected { reason, message }
+        };
+        let path = if crate::fetch::is_url(&configured.to_string_lossy()) {
+            // A URL is fetched again (a tag resolved again) only when asked: SIGHUP or
+            // /admin/reload, never by the file watcher's polling.
+            if !force {
+                return Outcome::Unchanged;
+            }
+            match self.options.local_artifact(&configured) {
+                Ok(local) => local,
+                Err(e) => return reject("fetch", e.to_string()),
+            }
+        } else {
+            configured.to_path_buf()
         };
         let stamp = match FileStamp::of_path(&path) {
             Ok(s) => s,

@@ -13,6 +13,7 @@ mod hostile;
 mod hostile_yaml;
 mod manifest;
 mod minilm;
+mod oci;
 mod openai;
 mod openai_client;
 mod publish;

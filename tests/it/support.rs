@@ -270,3 +270,16 @@ pub fn format_version_now() -> u64 {
         .find_map(|l| l.strip_prefix("pub const FORMAT_VERSION: u32 = ")?.strip_suffix(';')?.parse().ok())
         .expect("FORMAT_VERSION in format/src/lib.rs")
 }
+
+/// Standard base64, written out to keep the tests free of a base64 crate.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
