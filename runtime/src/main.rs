@@ -142,8 +142,8 @@ struct ChatArgs {
     /// conversation); 0 turns it off.
     #[arg(long, env = "LORE_CHAT_CACHE_ENTRIES", default_value_t = 1024)]
     chat_cache_entries: usize,
-    /// Conversation memory: an SQLite file (created if missing), or `:memory:` for memory that
-    /// ends with the process.
+    /// Conversation memory: an SQLite file (created if missing), `:memory:` for memory that
+    /// ends with the process, or a `postgres://USER:PASSWORD@HOST/DB` URL shared by replicas.
     #[arg(long, env = "LORE_MEMORY", default_value = ":memory:")]
     memory: PathBuf,
     /// A file holding the base64 memory key (LORE_MEMORY_KEY gives it directly). Without one,
@@ -177,12 +177,6 @@ fn chat_layer(args: &ChatArgs, open: &OpenArgs) -> Result<(runtime::chat::Chat, 
             max_tokens: args.llm_max_tokens,
         })
     });
-    let location = args.memory.to_string_lossy();
-    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-        anyhow::bail!(
-            "LORE_MEMORY: PostgreSQL memory is not available in this version; give an SQLite file path or `:memory:`"
-        );
-    }
     let memory_key = std::env::var("LORE_MEMORY_KEY").ok();
     let loaded = format::seal::load_key(memory_key.as_deref(), args.memory_key_file.as_deref())
         .map_err(|e| anyhow::anyhow!("{}", e.replace("LORE_KEY", "LORE_MEMORY_KEY")))?;

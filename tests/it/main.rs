@@ -18,6 +18,7 @@ mod openai;
 mod openai_client;
 mod publish;
 mod rekey;
+mod replicas;
 mod reproducible;
 mod retrieval;
 mod serve;

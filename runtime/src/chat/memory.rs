@@ -1,5 +1,8 @@
-//! Conversation memory: one SQLite file (WAL), every message sealed with AES-256-GCM under a
-//! key derived for memory alone, bounded in turns per session, session age and total size.
+//! Conversation memory: one SQLite file (WAL) or a PostgreSQL database shared by replicas
+//! (`LORE_MEMORY=postgres://…`), every message sealed with AES-256-GCM under a key derived
+//! for memory alone, bounded in turns per session, session age and total size. The two
+//! databases hold the same rows, sealed the same way; [`Tx`] is the handful of statements
+//! the logic here needs, written once per database in `sqlite.rs` and `pg.rs`.
 //!
 //! Rows name a session by a keyed hash of its id, and hold each turn as `nonce || ciphertext`
 //! whose associated data is that hash and the turn's number, so a turn cannot be moved to
@@ -8,15 +11,16 @@
 //! committed transaction survives the process being killed (only a power cut may lose the last
 //! ones), at the price of no fsync per message.
 
+mod pg;
+mod sqlite;
+
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;
-use rusqlite::{Connection, OptionalExtension as _, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -32,6 +36,8 @@ const EXPIRE_EVERY: u64 = 256;
 pub enum MemoryError {
     #[error("conversation memory {path}: {source}")]
     Sqlite { path: String, source: rusqlite::Error },
+    #[error("conversation memory {path}: {message}")]
+    Postgres { path: String, message: String },
     #[error(
         "conversation memory {path} was sealed with another memory key; give the key it was created with (LORE_MEMORY_KEY or LORE_MEMORY_KEY_FILE) or a new file"
     )]
@@ -85,11 +91,59 @@ pub struct History {
     pub turns: Vec<Turn>,
 }
 
+/// A session's row.
+#[derive(Debug, Clone, Copy)]
+struct SessionRow {
+    next_seq: i64,
+    bytes: i64,
+    updated: i64,
+}
+
+/// A session's sealed summary (if any) and its last update.
+type SummaryRow = (Option<Vec<u8>>, i64);
+
+/// The statements memory needs, inside one transaction of either database. Errors are
+/// already [`MemoryError`]s naming the store.
+trait Tx {
+    /// Create the session's row when absent (updated `now`, empty), then read it, locking it
+    /// against other writers until commit (PostgreSQL: `FOR UPDATE`; SQLite: the write lock).
+    fn lock_session(&mut self, id: &[u8], now: i64) -> Result<SessionRow, MemoryError>;
+    /// The session's summary (sealed) and last update, if the session exists.
+    fn summary(&mut self, id: &[u8]) -> Result<Option<SummaryRow>, MemoryError>;
+    /// The session's bytes, if it exists.
+    fn session_bytes(&mut self, id: &[u8]) -> Result<Option<i64>, MemoryError>;
+    /// The session's turns (seq, sealed), oldest first, at most `limit`.
+    fn turns(&mut self, id: &[u8], limit: i64) -> Result<Vec<(i64, Vec<u8>)>, MemoryError>;
+    fn count_turns(&mut self, id: &[u8]) -> Result<i64, MemoryError>;
+    fn insert_turn(&mut self, id: &[u8], seq: i64, sealed: &[u8]) -> Result<(), MemoryError>;
+    /// Delete the turns up to and including `seq`.
+    fn delete_turns_through(&mut self, id: &[u8], seq: i64) -> Result<(), MemoryError>;
+    fn update_session(&mut self, id: &[u8], now: i64, next_seq: i64, bytes: i64) -> Result<(), MemoryError>;
+    /// Replace the summary (`None` clears it) and the byte count.
+    fn set_summary(&mut self, id: &[u8], sealed: Option<&[u8]>, bytes: i64) -> Result<(), MemoryError>;
+    /// Delete the session and its turns; true when it existed.
+    fn delete_session(&mut self, id: &[u8]) -> Result<bool, MemoryError>;
+    /// Delete every session last updated before `cutoff`; returns how many.
+    fn expire(&mut self, cutoff: i64) -> Result<usize, MemoryError>;
+    fn total_bytes(&mut self) -> Result<i64, MemoryError>;
+    /// The `limit` least recently updated sessions (id, bytes), oldest first.
+    fn sessions_by_age(&mut self, limit: i64) -> Result<Vec<(Vec<u8>, i64)>, MemoryError>;
+    /// The sealed key check, storing `fresh` first when there is none (concurrent starters
+    /// agree on whichever was stored first).
+    fn key_check(&mut self, fresh: &[u8]) -> Result<Vec<u8>, MemoryError>;
+}
+
+/// Where the rows live.
+enum Store {
+    Sqlite(sqlite::Sqlite),
+    Postgres(pg::Postgres),
+}
+
 /// The memory store. One connection behind a mutex: every call is a few row reads or one
 /// short transaction, far shorter than the retrieval around it.
 pub struct Memory {
     path: String,
-    conn: Mutex<Connection>,
+    store: Store,
     cipher: Aes256Gcm,
     id_key: [u8; 32],
     limits: Limits,
@@ -122,32 +176,22 @@ fn derive(master: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
 }
 
 impl Memory {
-    /// Open (or create) the memory at `location`: a file path, or `:memory:` for a store that
-    /// lives as long as the process.
+    /// Open (or create) the memory at `location`: a file path, `:memory:` for a store that
+    /// lives as long as the process, or a `postgres://` URL (tables created under an advisory
+    /// lock, so replicas starting together do not race).
     pub fn open(location: &Path, master_key: &[u8; 32], limits: Limits) -> Result<Memory, MemoryError> {
-        let path = location.display().to_string();
-        let sql = |source| MemoryError::Sqlite { path: path.clone(), source };
-        let conn =
-            if path == ":memory:" { Connection::open_in_memory() } else { Connection::open(location) }.map_err(sql)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
-        // WAL: readers never wait for the writer; NORMAL: a commit survives a killed process.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS sessions (
-                 id BLOB PRIMARY KEY, updated INTEGER NOT NULL, next_seq INTEGER NOT NULL,
-                 bytes INTEGER NOT NULL, summary BLOB);
-             CREATE TABLE IF NOT EXISTS turns (
-                 session BLOB NOT NULL, seq INTEGER NOT NULL, sealed BLOB NOT NULL,
-                 PRIMARY KEY (session, seq));
-             CREATE INDEX IF NOT EXISTS sessions_by_age ON sessions (updated);",
-        )
-        .map_err(sql)?;
+        let text = location.to_string_lossy();
+        let (path, store) = if pg::is_postgres_url(&text) {
+            let store = pg::Postgres::connect(&text)?;
+            (store.shown().to_string(), Store::Postgres(store))
+        } else {
+            let path = location.display().to_string();
+            (path.clone(), Store::Sqlite(sqlite::Sqlite::open(location, &path)?))
+        };
         let (seal_key, id_key) = derive(master_key);
         let memory = Memory {
-            path: path.clone(),
-            conn: Mutex::new(conn),
+            path,
+            store,
             cipher: Aes256Gcm::new((&seal_key).into()),
             id_key,
             limits,
@@ -159,37 +203,25 @@ impl Memory {
         Ok(memory)
     }
 
+    /// Run `f` in one transaction, committed when it returns `Ok`.
+    fn transaction<T>(&self, f: impl FnOnce(&mut dyn Tx) -> Result<T, MemoryError>) -> Result<T, MemoryError> {
+        match &self.store {
+            Store::Sqlite(db) => db.transaction(f),
+            Store::Postgres(db) => db.transaction(f),
+        }
+    }
+
     /// Sessions last touched before this are expired (a time to live beyond i64 never expires).
     fn cutoff(&self) -> i64 {
         now_unix().saturating_sub(i64::try_from(self.limits.ttl.as_secs()).unwrap_or(i64::MAX))
     }
 
-    fn sql(&self) -> impl Fn(rusqlite::Error) -> MemoryError + '_ {
-        |source| MemoryError::Sqlite { path: self.path.clone(), source }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
-        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn check_key(&self) -> Result<(), MemoryError> {
-        let conn = self.lock();
-        let stored: Option<Vec<u8>> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))
-            .optional()
-            .map_err(self.sql())?;
-        match stored {
-            Some(sealed) => match self.open_sealed(&sealed, b"key_check") {
-                Some(plain) if plain == KEY_CHECK => Ok(()),
-                _ => Err(MemoryError::WrongKey { path: self.path.clone() }),
-            },
-            None => {
-                let sealed = self.seal(KEY_CHECK, b"key_check");
-                conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', ?1)", params![sealed])
-                    .map_err(self.sql())?;
-                Ok(())
-            }
+        let fresh = self.seal(KEY_CHECK, b"key_check");
+        let stored = self.transaction(|tx| tx.key_check(&fresh))?;
+        match self.open_sealed(&stored, b"key_check") {
+            Some(plain) if plain == KEY_CHECK => Ok(()),
+            _ => Err(MemoryError::WrongKey { path: self.path.clone() }),
         }
     }
 
@@ -236,39 +268,35 @@ impl Memory {
         aad
     }
 
+    fn damaged(&self) -> MemoryError {
+        MemoryError::Damaged { path: self.path.clone() }
+    }
+
+    fn open_turn(&self, key: &[u8], seq: i64, sealed: &[u8]) -> Result<Turn, MemoryError> {
+        let plain = self.open_sealed(sealed, &Memory::turn_aad(key, seq)).ok_or_else(|| self.damaged())?;
+        serde_json::from_slice(&plain).map_err(|_| self.damaged())
+    }
+
     /// The session's summary and kept turns, oldest first; empty for an unknown session.
     pub fn history(&self, session: &str) -> Result<History, MemoryError> {
         let key = self.session_key(session);
-        let conn = self.lock();
         let cutoff = self.cutoff();
-        let summary: Option<(Option<Vec<u8>>, i64)> = conn
-            .query_row("SELECT summary, updated FROM sessions WHERE id = ?1", params![key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(self.sql())?;
-        let Some((summary, updated)) = summary else { return Ok(History::default()) };
-        if updated < cutoff {
-            return Ok(History::default());
-        }
-        let damaged = || MemoryError::Damaged { path: self.path.clone() };
+        let (summary, rows) = self.transaction(|tx| {
+            let Some((summary, updated)) = tx.summary(&key)? else { return Ok((None, None)) };
+            if updated < cutoff {
+                return Ok((None, None));
+            }
+            Ok((summary, Some(tx.turns(&key, i64::MAX)?)))
+        })?;
+        let Some(rows) = rows else { return Ok(History::default()) };
         let summary = match summary {
             Some(sealed) => {
-                let plain = self.open_sealed(&sealed, &Memory::summary_aad(&key)).ok_or_else(damaged)?;
-                Some(String::from_utf8(plain).map_err(|_| damaged())?)
+                let plain = self.open_sealed(&sealed, &Memory::summary_aad(&key)).ok_or_else(|| self.damaged())?;
+                Some(String::from_utf8(plain).map_err(|_| self.damaged())?)
             }
             None => None,
         };
-        let mut stmt =
-            conn.prepare_cached("SELECT seq, sealed FROM turns WHERE session = ?1 ORDER BY seq").map_err(self.sql())?;
-        let rows =
-            stmt.query_map(params![key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))).map_err(self.sql())?;
-        let mut turns = Vec::new();
-        for row in rows {
-            let (seq, sealed) = row.map_err(self.sql())?;
-            let plain = self.open_sealed(&sealed, &Memory::turn_aad(&key, seq)).ok_or_else(damaged)?;
-            turns.push(serde_json::from_slice(&plain).map_err(|_| damaged())?);
-        }
+        let turns = rows.iter().map(|(seq, sealed)| self.open_turn(&key, *seq, sealed)).collect::<Result<_, _>>()?;
         Ok(History { summary, turns })
     }
 
@@ -282,95 +310,52 @@ impl Memory {
         summarize: &dyn Fn(Option<&str>, &[Turn]) -> String,
     ) -> Result<(), MemoryError> {
         let key = self.session_key(session);
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(self.sql())?;
         let now = now_unix();
-        let existing: Option<(i64, i64, i64)> = tx
-            .query_row("SELECT next_seq, bytes, updated FROM sessions WHERE id = ?1", params![key], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()
-            .map_err(self.sql())?;
         let cutoff = self.cutoff();
-        let old_bytes = existing.map_or(0, |(_, b, _)| b);
-        let (mut next_seq, mut bytes) = match existing {
-            // An expired session starts again from nothing.
-            Some((_, _, updated)) if updated < cutoff => {
-                tx.execute("DELETE FROM turns WHERE session = ?1", params![key]).map_err(self.sql())?;
-                tx.execute("DELETE FROM sessions WHERE id = ?1", params![key]).map_err(self.sql())?;
-                (0, 0)
-            }
-            Some((seq, bytes, _)) => (seq, bytes),
-            None => (0, 0),
-        };
-        tx.execute(
-            "INSERT OR IGNORE INTO sessions (id, updated, next_seq, bytes) VALUES (?1, ?2, 0, 0)",
-            params![key, now],
-        )
-        .map_err(self.sql())?;
-        for turn in new_turns {
-            let plain = serde_json::to_vec(turn).unwrap_or_default();
-            let sealed = self.seal(&plain, &Memory::turn_aad(&key, next_seq));
-            bytes += sealed.len() as i64;
-            tx.execute("INSERT INTO turns (session, seq, sealed) VALUES (?1, ?2, ?3)", params![key, next_seq, sealed])
-                .map_err(self.sql())?;
-            next_seq += 1;
-        }
-        tx.execute(
-            "UPDATE sessions SET updated = ?2, next_seq = ?3, bytes = ?4 WHERE id = ?1",
-            params![key, now, next_seq, bytes],
-        )
-        .map_err(self.sql())?;
-        // Fold the oldest turns into the summary once the session holds too many.
-        let count: i64 = tx
-            .query_row("SELECT COUNT(*) FROM turns WHERE session = ?1", params![key], |r| r.get(0))
-            .map_err(self.sql())?;
         let max = self.limits.max_turns.max(2) as i64;
-        if count > max {
-            let fold = count - max / 2;
-            let mut old = Vec::new();
-            let mut old_seqs = Vec::new();
-            let mut freed = 0i64;
-            {
-                let mut stmt = tx
-                    .prepare("SELECT seq, sealed FROM turns WHERE session = ?1 ORDER BY seq LIMIT ?2")
-                    .map_err(self.sql())?;
-                let rows = stmt
-                    .query_map(params![key, fold], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
-                    .map_err(self.sql())?;
-                for row in rows {
-                    let (seq, sealed) = row.map_err(self.sql())?;
-                    freed += sealed.len() as i64;
-                    let plain = self
-                        .open_sealed(&sealed, &Memory::turn_aad(&key, seq))
-                        .ok_or(MemoryError::Damaged { path: self.path.clone() })?;
-                    old.push(
-                        serde_json::from_slice::<Turn>(&plain)
-                            .map_err(|_| MemoryError::Damaged { path: self.path.clone() })?,
-                    );
-                    old_seqs.push(seq);
-                }
+        let (old_bytes, bytes) = self.transaction(|tx| {
+            let row = tx.lock_session(&key, now)?;
+            let old_bytes = row.bytes;
+            let (mut next_seq, mut bytes) = (row.next_seq, row.bytes);
+            if row.updated < cutoff {
+                // An expired session starts again from nothing.
+                tx.delete_turns_through(&key, i64::MAX)?;
+                tx.set_summary(&key, None, 0)?;
+                (next_seq, bytes) = (0, 0);
             }
-            let previous: Option<Vec<u8>> = tx
-                .query_row("SELECT summary FROM sessions WHERE id = ?1", params![key], |r| r.get(0))
-                .map_err(self.sql())?;
-            let previous_len = previous.as_ref().map_or(0, |p| p.len() as i64);
-            let previous = previous
-                .and_then(|s| self.open_sealed(&s, &Memory::summary_aad(&key)))
-                .and_then(|p| String::from_utf8(p).ok());
-            let mut summary = summarize(previous.as_deref(), &old);
-            truncate_to(&mut summary, MAX_SUMMARY_BYTES);
-            let sealed = self.seal(summary.as_bytes(), &Memory::summary_aad(&key));
-            let last = old_seqs.last().copied().unwrap_or(-1);
-            tx.execute("DELETE FROM turns WHERE session = ?1 AND seq <= ?2", params![key, last]).map_err(self.sql())?;
-            // The summary counts towards the size limit like the turns it replaces.
-            bytes = bytes - freed - previous_len + sealed.len() as i64;
-            tx.execute("UPDATE sessions SET summary = ?2, bytes = ?3 WHERE id = ?1", params![key, sealed, bytes])
-                .map_err(self.sql())?;
-        }
-        tx.commit().map_err(self.sql())?;
+            for turn in new_turns {
+                let plain = serde_json::to_vec(turn).unwrap_or_default();
+                let sealed = self.seal(&plain, &Memory::turn_aad(&key, next_seq));
+                bytes += sealed.len() as i64;
+                tx.insert_turn(&key, next_seq, &sealed)?;
+                next_seq += 1;
+            }
+            tx.update_session(&key, now, next_seq, bytes)?;
+            // Fold the oldest turns into the summary once the session holds too many.
+            let count = tx.count_turns(&key)?;
+            if count > max {
+                let rows = tx.turns(&key, count - max / 2)?;
+                let freed: i64 = rows.iter().map(|(_, sealed)| sealed.len() as i64).sum();
+                let old = rows
+                    .iter()
+                    .map(|(seq, sealed)| self.open_turn(&key, *seq, sealed))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (previous, _) = tx.summary(&key)?.unwrap_or((None, now));
+                let previous_len = previous.as_ref().map_or(0, |p| p.len() as i64);
+                let previous = previous
+                    .and_then(|s| self.open_sealed(&s, &Memory::summary_aad(&key)))
+                    .and_then(|p| String::from_utf8(p).ok());
+                let mut summary = summarize(previous.as_deref(), &old);
+                truncate_to(&mut summary, MAX_SUMMARY_BYTES);
+                let sealed = self.seal(summary.as_bytes(), &Memory::summary_aad(&key));
+                tx.delete_turns_through(&key, rows.last().map_or(-1, |(seq, _)| *seq))?;
+                // The summary counts towards the size limit like the turns it replaces.
+                bytes = bytes - freed - previous_len + sealed.len() as i64;
+                tx.set_summary(&key, Some(&sealed), bytes)?;
+            }
+            Ok((old_bytes, bytes))
+        })?;
         self.total.fetch_add(bytes - old_bytes, Ordering::Relaxed);
-        drop(conn);
         if self.appends.fetch_add(1, Ordering::Relaxed) % EXPIRE_EVERY == EXPIRE_EVERY - 1 {
             self.expire()?;
         }
@@ -388,32 +373,19 @@ impl Memory {
     /// Forget a session; true when there was one.
     pub fn delete(&self, session: &str) -> Result<bool, MemoryError> {
         let key = self.session_key(session);
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(self.sql())?;
-        let bytes: i64 = tx
-            .query_row("SELECT bytes FROM sessions WHERE id = ?1", params![key], |r| r.get(0))
-            .optional()
-            .map_err(self.sql())?
-            .unwrap_or(0);
-        tx.execute("DELETE FROM turns WHERE session = ?1", params![key]).map_err(self.sql())?;
-        let n = tx.execute("DELETE FROM sessions WHERE id = ?1", params![key]).map_err(self.sql())?;
-        tx.commit().map_err(self.sql())?;
+        let (existed, bytes) = self.transaction(|tx| {
+            let bytes = tx.session_bytes(&key)?.unwrap_or(0);
+            Ok((tx.delete_session(&key)?, bytes))
+        })?;
         self.total.fetch_sub(bytes, Ordering::Relaxed);
-        Ok(n > 0)
+        Ok(existed)
     }
 
     /// Delete sessions older than the time to live (at open, and every few hundred appends),
-    /// and count the size total again.
+    /// and count the size total again (with replicas, of every replica's sessions).
     pub fn expire(&self) -> Result<usize, MemoryError> {
         let cutoff = self.cutoff();
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(self.sql())?;
-        tx.execute("DELETE FROM turns WHERE session IN (SELECT id FROM sessions WHERE updated < ?1)", params![cutoff])
-            .map_err(self.sql())?;
-        let n = tx.execute("DELETE FROM sessions WHERE updated < ?1", params![cutoff]).map_err(self.sql())?;
-        let total: i64 =
-            tx.query_row("SELECT COALESCE(SUM(bytes), 0) FROM sessions", [], |r| r.get(0)).map_err(self.sql())?;
-        tx.commit().map_err(self.sql())?;
+        let (n, total) = self.transaction(|tx| Ok((tx.expire(cutoff)?, tx.total_bytes()?)))?;
         self.total.store(total, Ordering::Relaxed);
         Ok(n)
     }
@@ -424,34 +396,28 @@ impl Memory {
         if self.total.load(Ordering::Relaxed) <= max {
             return Ok(());
         }
-        let mut conn = self.lock();
-        let total = self.total.load(Ordering::Relaxed);
-        let tx = conn.transaction().map_err(self.sql())?;
-        let mut over = total - max;
-        let victims: Vec<(Vec<u8>, i64)> = {
-            let mut stmt = tx.prepare("SELECT id, bytes FROM sessions ORDER BY updated, rowid").map_err(self.sql())?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.sql())?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, bytes): (Vec<u8>, i64) = row.map_err(self.sql())?;
-                if over <= 0 {
+        let left = self.transaction(|tx| {
+            let mut total = tx.total_bytes()?;
+            while total > max {
+                let oldest = tx.sessions_by_age(256)?;
+                if oldest.is_empty() {
                     break;
                 }
-                over -= bytes;
-                out.push((id, bytes));
+                for (id, bytes) in oldest {
+                    if total <= max {
+                        break;
+                    }
+                    tx.delete_session(&id)?;
+                    total -= bytes;
+                }
             }
-            out
-        };
-        for (id, _) in &victims {
-            tx.execute("DELETE FROM turns WHERE session = ?1", params![id]).map_err(self.sql())?;
-            tx.execute("DELETE FROM sessions WHERE id = ?1", params![id]).map_err(self.sql())?;
-        }
-        tx.commit().map_err(self.sql())?;
-        self.total.fetch_sub(victims.iter().map(|(_, b)| b).sum::<i64>(), Ordering::Relaxed);
+            Ok(total)
+        })?;
+        self.total.store(left, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Where the memory lives (for logs).
+    /// Where the memory lives (for logs; a PostgreSQL URL without its password).
     pub fn location(&self) -> PathBuf {
         PathBuf::from(&self.path)
     }
@@ -473,6 +439,16 @@ pub fn truncate_to(text: &mut String, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Memory {
+        /// The SQLite connection, for tests that look at or damage the rows.
+        fn sqlite(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+            match &self.store {
+                Store::Sqlite(db) => db.lock(),
+                Store::Postgres(_) => panic!("not an SQLite memory"),
+            }
+        }
+    }
 
     fn q(text: &str) -> Turn {
         Turn { role: Role::User, text: text.into(), citations: vec![], retrieval_question: None }
@@ -509,7 +485,7 @@ mod tests {
         let m = Memory::open(Path::new(":memory:"), &[1; 32], Limits::default()).expect("open");
         m.append("a", &[q("first"), q("second")], &joined).expect("append");
         // The second turn's sealed bytes put in the first one's place.
-        m.lock()
+        m.sqlite()
             .execute("UPDATE turns SET sealed = (SELECT t.sealed FROM turns t WHERE t.seq = 1) WHERE seq = 0", [])
             .expect("move");
         assert!(matches!(m.history("a"), Err(MemoryError::Damaged { .. })));
@@ -531,9 +507,9 @@ mod tests {
             m.append("a", &[q(&format!("question {i}"))], &joined).expect("append");
         }
         m.append("b", &[q("other")], &joined).expect("append");
-        let counted: i64 = m.lock().query_row("SELECT SUM(bytes) FROM sessions", [], |r| r.get(0)).expect("sum");
+        let counted: i64 = m.sqlite().query_row("SELECT SUM(bytes) FROM sessions", [], |r| r.get(0)).expect("sum");
         let actual: i64 = m
-            .lock()
+            .sqlite()
             .query_row(
                 "SELECT (SELECT SUM(length(sealed)) FROM turns) + (SELECT COALESCE(SUM(length(summary)), 0) FROM sessions)",
                 [],
@@ -543,7 +519,7 @@ mod tests {
         assert_eq!(counted, actual);
         assert_eq!(m.total.load(Ordering::Relaxed), actual);
         m.delete("a").expect("delete");
-        let left: i64 = m.lock().query_row("SELECT SUM(bytes) FROM sessions", [], |r| r.get(0)).expect("sum");
+        let left: i64 = m.sqlite().query_row("SELECT SUM(bytes) FROM sessions", [], |r| r.get(0)).expect("sum");
         assert_eq!(m.total.load(Ordering::Relaxed), left);
     }
 
