@@ -10,6 +10,8 @@ pub mod compress;
 pub mod container;
 pub mod embed;
 pub mod fsio;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod profiles;
 pub mod rekey;
 pub mod schema;

@@ -28,6 +28,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("jsonl", jsonl),
     ("markdown", markdown),
     ("request", request),
+    ("config", config),
+    ("oci", oci_manifest),
 ];
 
 /// The target called `name`.
@@ -172,6 +174,26 @@ pub fn request(data: &[u8]) {
         let _ = req.options();
     }
     http(data);
+}
+
+/// `lore.toml`: the configuration parser and its checks, on any text.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = runtime::config::Config::from_toml(&text, std::path::Path::new("/srv/lore/lore.toml"));
+}
+
+/// What comes back from an OCI registry and what a user types: a reference (the first line)
+/// and a manifest (the rest), read the way `lore serve oci://...` reads them.
+pub fn oci_manifest(data: &[u8]) {
+    let (first, rest) = match data.iter().position(|&b| b == b'\n') {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    let reference = oci::OciRef::parse(&String::from_utf8_lossy(first))
+        .unwrap_or_else(|_| oci::OciRef::parse("oci://127.0.0.1:5000/lore/kb:1").expect("a valid reference"));
+    let _ = reference.is_loopback();
+    let _ = reference.to_string();
+    let _ = oci::artifact_layer(&reference, rest);
 }
 
 struct Http {

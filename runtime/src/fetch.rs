@@ -26,8 +26,11 @@ pub enum FetchError {
     Download { url: String, message: String },
     #[error("cache {path}: {source}")]
     Cache { path: String, source: std::io::Error },
+    #[cfg(feature = "oci")]
     #[error(transparent)]
     Oci(#[from] oci::OciError),
+    #[error("{0}: this lore was built without OCI support (the `oci` feature); use https://URL#sha256=HEX or a path")]
+    Unsupported(String),
 }
 
 impl FetchError {
@@ -35,8 +38,12 @@ impl FetchError {
     /// match, something that is not a lore artifact) rather than in the network or the disk.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            FetchError::NoDigest(_) | FetchError::Insecure(_) | FetchError::Mismatch { .. } => true,
+            FetchError::NoDigest(_)
+            | FetchError::Insecure(_)
+            | FetchError::Mismatch { .. }
+            | FetchError::Unsupported(_) => true,
             FetchError::Download { .. } | FetchError::Cache { .. } => false,
+            #[cfg(feature = "oci")]
             FetchError::Oci(e) => matches!(
                 e,
                 oci::OciError::Reference(_)
@@ -84,7 +91,10 @@ pub fn resolve(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, Fetc
         return Ok(PathBuf::from(text));
     }
     if text.starts_with("oci://") {
+        #[cfg(feature = "oci")]
         return resolve_oci(text, cache, insecure);
+        #[cfg(not(feature = "oci"))]
+        return Err(FetchError::Unsupported(text.to_string()));
     }
     let (url, fragment) = text.split_once('#').unwrap_or((text, ""));
     let expected = fragment
@@ -116,6 +126,7 @@ pub fn resolve(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, Fetc
     Ok(path)
 }
 
+#[cfg(feature = "oci")]
 fn resolve_oci(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, FetchError> {
     let reference = oci::OciRef::parse(text)?;
     let blobs = cache.join("sha256");
@@ -155,6 +166,7 @@ fn resolve_oci(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, Fetc
     Ok(path)
 }
 
+#[cfg(feature = "oci")]
 /// The cached artifact of manifest `digest`, when both the manifest and its layer are in the
 /// cache and match their digests.
 fn cached_by_manifest(reference: &oci::OciRef, digest: &str, manifests: &Path, blobs: &Path) -> Option<PathBuf> {

@@ -1,7 +1,6 @@
 //! `lore`, the runtime: serve an artifact over stdin (JSON lines) and HTTP, or ask it once.
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -270,12 +269,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LORE_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false);
-    match format {
-        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    format::logging::init(matches!(format, LogFormat::Json));
 }
 
 fn open_options(cli: &OpenArgs) -> Result<OpenOptions> {

@@ -6,6 +6,8 @@ mod artifact;
 mod browser;
 mod chat;
 mod collections;
+mod container;
+mod deploy;
 mod diagnostics;
 mod diff;
 mod golden;

@@ -55,6 +55,10 @@ impl Server {
         Ok(Server { child, addr })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn rss_peak_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
@@ -90,7 +94,7 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Resul
     Ok((status, body))
 }
 
-fn reload(addr: &str) -> Result<()> {
+pub fn reload(addr: &str) -> Result<()> {
     let (status, body) = http(addr, "POST", "/admin/reload", &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))])?;
     if status != 200 {
         bail!("POST /admin/reload answered {status}: {body}");
@@ -98,7 +102,7 @@ fn reload(addr: &str) -> Result<()> {
     Ok(())
 }
 
-fn rename_over(src: &Path, dst: &Path) -> Result<()> {
+pub fn rename_over(src: &Path, dst: &Path) -> Result<()> {
     let tmp = dst.with_extension("incoming");
     std::fs::copy(src, &tmp)?;
     std::fs::rename(&tmp, dst)?;
@@ -106,7 +110,7 @@ fn rename_over(src: &Path, dst: &Path) -> Result<()> {
 }
 
 /// Build the same knowledge base twice, as two artifact versions, so every swap changes it.
-fn two_builds(bin: &Path, model: &Path, kb: &Path, work: &Path, slug: &str, key: &str) -> Result<[PathBuf; 2]> {
+pub fn two_builds(bin: &Path, model: &Path, kb: &Path, work: &Path, slug: &str, key: &str) -> Result<[PathBuf; 2]> {
     let mut out = Vec::new();
     for version in ["1.0.0", "1.0.1"] {
         let path = work.join(format!("{slug}-{version}.lore"));

@@ -28,6 +28,8 @@ const TARGETS: &[Target] = &[
     Target { name: "jsonl", max_len: 16 * 1024, dict: Some("jsonl.dict") },
     Target { name: "markdown", max_len: 16 * 1024, dict: Some("markdown.dict") },
     Target { name: "request", max_len: 4096, dict: Some("request.dict") },
+    Target { name: "config", max_len: 8192, dict: None },
+    Target { name: "oci", max_len: 8192, dict: None },
 ];
 
 /// Limits for every run: an input that takes longer, or a process that holds more, is a bug.
@@ -498,6 +500,25 @@ fn regenerate_corpus(root: &Path) -> Result<()> {
     ] {
         put("request", &format!("{name}.http"), seed.as_bytes())?;
     }
+
+    // Configuration files as the README shows them, and OCI manifests as `lorec publish`
+    // writes them (a reference line, then the manifest).
+    put(
+        "config",
+        "ab.toml",
+        b"default = \"maya\"\n[[kb]]\nname = \"maya\"\nkey_file = \"maya.key\"\n[[kb.variant]]\nname = \"a\"\nartifact = \"maya-1.4.0.lore\"\nweight = 90\n[[kb.variant]]\nname = \"b\"\nartifact = \"oci://127.0.0.1:5000/lore/maya:stable\"\nweight = 10\n[[kb]]\nname = \"faq\"\nartifact = \"https://example.com/faq.lore#sha256=0000000000000000000000000000000000000000000000000000000000000000\"\n",
+    )?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.lore.knowledge.v1",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": format!("sha256:{}", "4".repeat(64)), "size": 2},
+        "layers": [{"mediaType": "application/vnd.lore.artifact.v1", "digest": format!("sha256:{}", "9".repeat(64)), "size": 8832104,
+                    "annotations": {"org.opencontainers.image.title": "data.lore"}}],
+        "annotations": {"io.lore.build-id": "1fac544d5a0ea672cb76c88fc6857f1e", "org.opencontainers.image.version": "1.4.0"}
+    });
+    put("oci", "manifest", format!("oci://127.0.0.1:5000/lore/kb:stable\n{manifest:#}").as_bytes())?;
+    put("oci", "pinned", format!("oci://registry.example.com/kb@sha256:{}\n{manifest}", "a".repeat(64)).as_bytes())?;
 
     // Artifacts: the sealed golden ones as they are, and unsealed builds with the tiny model.
     for entry in std::fs::read_dir(root.join("tests/compat"))?.flatten() {

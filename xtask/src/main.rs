@@ -5,10 +5,12 @@
 mod bench;
 mod bench_chat;
 mod bench_service;
+mod container;
 mod eval;
 mod fuzz;
 mod model;
 mod scifact;
+mod soak;
 mod synth;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +24,9 @@ tasks:
   fetch-model   download potion-base-8M and all-MiniLM-L6-v2 (pinned, sha256-checked) into artifacts/models/
   test          fetch the model, format check, clippy -D warnings, build, every test, fuzz briefly (what CI runs)
   demo          compile data/, answer one question, then serve it over HTTP [ADDR]
+  container     the Containerfile's context in target/container/ (static lore, CA bundle, data/ with potion)
+  soak          one million requests at concurrency 64, RSS sampled every second; --swaps also
+                hot-swaps once a second; --requests N for a shorter run
   bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run, --service for
                 only the service-layer table (swap time, throughput while swapping, RSS)
   eval persona  retrieval and topic-detection quality on the persona sets (see EVALUATION.md);
@@ -47,6 +52,10 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("fetch-model") => model::fetch(&root).and_then(|_| model::fetch_spec(&root, &model::MINILM)).map(|_| ()),
         Some("test") => test(&root),
+        Some("container") => {
+            run_checked(cargo().args(["build", "--release", "--package", "compiler", "--bin", "lorec"]))?;
+            container::context(&root, &root.join("target/release/lorec")).map(|_| ())
+        }
         Some("demo") => demo(&root, args.get(1).map(String::as_str).unwrap_or("127.0.0.1:8080")),
         Some("bench") if args.iter().any(|a| a == "--chat") => {
             bench::run_chat(&root, args.iter().any(|a| a == "--quick"))
@@ -60,6 +69,10 @@ fn run() -> Result<()> {
                 args.iter().any(|a| a == "--tune"),
                 split,
             )
+        }
+        Some("soak") => {
+            let requests = args.iter().position(|a| a == "--requests").and_then(|i| args.get(i + 1)?.parse().ok());
+            soak::run(&root, requests.unwrap_or(1_000_000), args.iter().any(|a| a == "--swaps"))
         }
         Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("synth") => match (args.get(1).and_then(|n| n.parse().ok()), args.get(2)) {
@@ -105,6 +118,8 @@ fn test(root: &Path) -> Result<()> {
     // The integration tests drive the real binaries, so build them first.
     run_checked(cargo().args(["build", "--workspace", "--bins", "--all-features"]))?;
     browser_deps(root)?;
+    // The container test builds the image from target/container/.
+    container::context(root, &root.join("target/debug/lorec"))?;
     let python = openai_client_venv(root)?;
     let (passed, failed) = run_tests(&minilm, &python)?;
     run_checked(cargo().args(["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"]))?;
@@ -184,18 +199,9 @@ fn demo(root: &Path, addr: &str) -> Result<()> {
     model::fetch_spec(root, &model::MINILM)?;
     run_checked(cargo().args(["build", "--release", "--bins"]))?;
     let bin = root.join("target/release");
-    let key_file = root.join("artifacts/demo.key");
-    if !key_file.exists() {
-        let out = Command::new(bin.join("lorec")).arg("keygen").output().context("lorec keygen")?;
-        if !out.status.success() {
-            bail!("lorec keygen failed");
-        }
-        // 0600, as a key file should be: lore warns about a key others can read.
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_file)?.write_all(&out.stdout)?;
-        eprintln!("wrote a new demo key to {}", key_file.display());
-    }
+    let key_file = container::demo_key(root, &bin.join("lorec"))?;
+    // What the Containerfile copies, so `podman build` works right after the set-up.
+    container::context(root, &bin.join("lorec"))?;
     let artifact = root.join("artifacts/data.lore");
     run_checked(
         Command::new(bin.join("lorec"))

@@ -11,6 +11,7 @@
 //! committed transaction survives the process being killed (only a power cut may lose the last
 //! ones), at the price of no fsync per message.
 
+#[cfg(feature = "postgres")]
 mod pg;
 mod sqlite;
 
@@ -136,7 +137,12 @@ trait Tx {
 /// Where the rows live.
 enum Store {
     Sqlite(sqlite::Sqlite),
+    #[cfg(feature = "postgres")]
     Postgres(pg::Postgres),
+}
+
+fn is_postgres_url(text: &str) -> bool {
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
 }
 
 /// The memory store. One connection behind a mutex: every call is a few row reads or one
@@ -181,9 +187,17 @@ impl Memory {
     /// lock, so replicas starting together do not race).
     pub fn open(location: &Path, master_key: &[u8; 32], limits: Limits) -> Result<Memory, MemoryError> {
         let text = location.to_string_lossy();
-        let (path, store) = if pg::is_postgres_url(&text) {
-            let store = pg::Postgres::connect(&text)?;
-            (store.shown().to_string(), Store::Postgres(store))
+        let (path, store) = if is_postgres_url(&text) {
+            #[cfg(feature = "postgres")]
+            {
+                let store = pg::Postgres::connect(&text)?;
+                (store.shown().to_string(), Store::Postgres(store))
+            }
+            #[cfg(not(feature = "postgres"))]
+            return Err(MemoryError::Postgres {
+                path: text.split('@').next_back().unwrap_or_default().to_string(),
+                message: "this lore was built without PostgreSQL support (the `postgres` feature)".into(),
+            });
         } else {
             let path = location.display().to_string();
             (path.clone(), Store::Sqlite(sqlite::Sqlite::open(location, &path)?))
@@ -207,6 +221,7 @@ impl Memory {
     fn transaction<T>(&self, f: impl FnOnce(&mut dyn Tx) -> Result<T, MemoryError>) -> Result<T, MemoryError> {
         match &self.store {
             Store::Sqlite(db) => db.transaction(f),
+            #[cfg(feature = "postgres")]
             Store::Postgres(db) => db.transaction(f),
         }
     }
@@ -445,6 +460,7 @@ mod tests {
         fn sqlite(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
             match &self.store {
                 Store::Sqlite(db) => db.lock(),
+                #[cfg(feature = "postgres")]
                 Store::Postgres(_) => panic!("not an SQLite memory"),
             }
         }

@@ -21,10 +21,6 @@ const SCHEMA_LOCK: i64 = 0x6c6f_7265_206d_656d;
 /// The schema this version writes; recorded in `lore_memory_meta`.
 const SCHEMA_VERSION: &str = "1";
 
-pub(super) fn is_postgres_url(text: &str) -> bool {
-    text.starts_with("postgres://") || text.starts_with("postgresql://")
-}
-
 pub(super) struct Postgres {
     shown: String,
     client: Mutex<Client>,
