@@ -37,18 +37,10 @@ fn the_image_serves_the_baked_artifact_as_a_non_root_user_and_stops_cleanly_on_s
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let name = format!("lore-test-{}", std::process::id());
     let started = Instant::now();
-    let up = podman(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--read-only",
-        "-p",
-        &format!("127.0.0.1:{port}:7860"),
-        "-e",
-        &format!("LORE_KEY={}", key.trim()),
-        &tag,
-    ]);
+    let up = run(Command::new("podman")
+        .args(["run", "-d", "--name", &name, "--read-only", "-p", &format!("127.0.0.1:{port}:7860"), "-e", "LORE_KEY"])
+        .arg(&tag)
+        .env("LORE_KEY", key.trim()));
     assert_eq!(up.code, 0, "podman run failed: {}", up.stderr);
     let cleanup = |name: &str| {
         let _ = podman(&["rm", "-f", name]);

@@ -2,8 +2,11 @@
 //! benchmarks and evaluation. Kept free of heavy dependencies so it builds in seconds.
 #![forbid(unsafe_code)]
 
+mod abuse;
 mod bench;
 mod bench_chat;
+mod bench_container;
+mod bench_lifecycle;
 mod bench_service;
 mod container;
 mod eval;
@@ -26,9 +29,12 @@ tasks:
   demo          compile data/, answer one question, then serve it over HTTP [ADDR]
   container     the Containerfile's context in target/container/ (static lore, CA bundle, data/ with potion)
   soak          one million requests at concurrency 64, RSS sampled every second; --swaps also
-                hot-swaps once a second; --requests N for a shorter run
+                hot-swaps once a second; --requests N for a shorter run; --abuse: 2,000 idle and
+                100 slow connections while normal requests go on (direct, nginx, container)
   bench         benchmarks (see BENCHMARKS.md); --quick for the CI smoke run, --service for
-                only the service-layer table (swap time, throughput while swapping, RSS)
+                only the service-layer table (swap time, throughput while swapping, RSS),
+                --container for the image's size and start to first answer (needs podman),
+                --lifecycle for publish/fetch through an OCI registry and lorec diff at 100k chunks
   eval persona  retrieval and topic-detection quality on the persona sets (see EVALUATION.md);
                 --split dev|holdout|dev+holdout|tune|v3|v4 for the larger sets (tune on dev or tune; a holdout once, at the end)
   eval scifact  BEIR SciFact nDCG@10 / Recall@100, train and test; --tune grid-searches on train
@@ -57,6 +63,8 @@ fn run() -> Result<()> {
             container::context(&root, &root.join("target/release/lorec")).map(|_| ())
         }
         Some("demo") => demo(&root, args.get(1).map(String::as_str).unwrap_or("127.0.0.1:8080")),
+        Some("bench") if args.iter().any(|a| a == "--container") => bench_container::run(&root),
+        Some("bench") if args.iter().any(|a| a == "--lifecycle") => bench_lifecycle::run(&root),
         Some("bench") if args.iter().any(|a| a == "--chat") => {
             bench::run_chat(&root, args.iter().any(|a| a == "--quick"))
         }
@@ -70,6 +78,7 @@ fn run() -> Result<()> {
                 split,
             )
         }
+        Some("soak") if args.iter().any(|a| a == "--abuse") => abuse::run(&root),
         Some("soak") => {
             let requests = args.iter().position(|a| a == "--requests").and_then(|i| args.get(i + 1)?.parse().ok());
             soak::run(&root, requests.unwrap_or(1_000_000), args.iter().any(|a| a == "--swaps"))
