@@ -742,8 +742,6 @@ fn to_stderr(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
-/// Read an artifact for `inspect` and `verify`: a regular file (never a FIFO or a device), read
-/// whole; its own size is the bound.
 /// The source-tree hash of the build that wrote `file`: from its manifest entry when one is
 /// beside it, else from the sealed source list when the key opens it and the audience withheld
 /// no file (a withheld file's path is not recorded, so the hash could not match the build's).
@@ -759,6 +757,8 @@ fn source_tree_sha256(file: &Path, opened: &OpenedContainer<'_>, key: Option<&Ke
         .then(|| compiler::manifest::source_tree_sha256(list.sources.iter().map(|s| (s.path.as_str(), &s.sha256))))
 }
 
+/// Read an artifact for `inspect` and `verify`: a regular file (never a FIFO or a device), read
+/// whole; its own size is the bound.
 fn read_artifact(path: &Path) -> Result<Vec<u8>> {
     format::fsio::read_regular(path, u64::MAX).map_err(|e| Rejected(e.to_string()).into())
 }

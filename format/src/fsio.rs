@@ -126,6 +126,16 @@ pub fn loose_permissions(meta: &Metadata) -> Option<String> {
     None
 }
 
+/// A temporary file name in `dir` for `stem` that no other thread or process uses: the
+/// process id (1 in every container, so not enough alone), a per-process counter and the clock.
+pub fn unique_temp(dir: &std::path::Path, stem: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    dir.join(format!(".{stem}.{}.{n}.{nanos:08x}.part", std::process::id()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,8 @@ pub enum OciError {
     Unauthorized { reference: String, message: String },
     #[error("{reference}: digest mismatch: expected {expected}, the registry sent {found}; nothing was kept")]
     Mismatch { reference: String, expected: String, found: String },
+    #[error("{reference}: after the push the tag names {found}, not {expected}: another publisher moved it meanwhile")]
+    Moved { reference: String, expected: String, found: String },
     #[error("{reference}: not a lore artifact (artifactType {found:?}, layers {layers:?})")]
     NotAnArtifact { reference: String, found: Option<String>, layers: Vec<String> },
     #[error("{path}: {source}")]
@@ -261,11 +263,7 @@ impl Registry {
         })?;
         let reported = self.resolve(&target)?;
         if reported != manifest_digest {
-            return Err(OciError::Mismatch {
-                reference: target.to_string(),
-                expected: manifest_digest,
-                found: reported,
-            });
+            return Err(OciError::Moved { reference: target.to_string(), expected: manifest_digest, found: reported });
         }
         Ok(Pushed { manifest_digest, layer_digest })
     }
@@ -298,11 +296,10 @@ impl Registry {
     /// it, checking size and SHA-256 before the rename; nothing unverified is left behind.
     pub fn download_layer(&self, reference: &OciRef, fetched: &Fetched, dest: &Path) -> Result<(), OciError> {
         let dir = dest.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.{}.part",
-            dest.file_name().map_or_else(|| "artifact".into(), |n| n.to_string_lossy()),
-            std::process::id()
-        ));
+        let tmp = format::fsio::unique_temp(
+            dir,
+            &dest.file_name().map_or_else(|| "artifact".into(), |n| n.to_string_lossy()),
+        );
         let result = self.download_to(reference, fetched, &tmp).and_then(|()| {
             std::fs::rename(&tmp, dest).map_err(|source| OciError::Io { path: dest.display().to_string(), source })
         });
@@ -321,8 +318,10 @@ impl Registry {
             ..Default::default()
         };
         let found = self.run(reference, || async {
+            // A name no one else uses (a retry starts over); never through a planted link.
+            let _ = std::fs::remove_file(tmp);
             let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
+            options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut file = options.open(tmp)?;
@@ -350,7 +349,7 @@ impl Registry {
                 file.write_all(&chunk)?;
             }
             file.sync_all()?;
-            Ok((written, format!("sha256:{}", hex(&hasher.finalize()))))
+            Ok((written, format!("sha256:{}", format::text::hex(&hasher.finalize()))))
         });
         let (written, digest) = found.map_err(|e| match e {
             OciError::Registry { message, .. } if message.contains("No such file") => {
@@ -385,7 +384,7 @@ impl Registry {
         })?;
         let now = self.resolve(&target)?;
         if now != fetched.manifest_digest {
-            return Err(OciError::Mismatch {
+            return Err(OciError::Moved {
                 reference: target.to_string(),
                 expected: fetched.manifest_digest,
                 found: now,
@@ -415,20 +414,22 @@ pub fn artifact_layer(reference: &OciRef, manifest: &[u8]) -> Result<(String, u6
         .strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     let size = u64::try_from(layer.size).ok().filter(|_| digest_ok).ok_or_else(not_ours)?;
+    if size > MAX_LAYER_BYTES {
+        return Err(OciError::Registry {
+            reference: reference.to_string(),
+            message: format!("the manifest announces a layer of {size} bytes, over lore's limit of {MAX_LAYER_BYTES}"),
+        });
+    }
     Ok((layer.digest.clone(), size))
 }
 
+/// The largest layer lore downloads: a registry announcing more is refused before a byte is
+/// written (the digest is only known at the end, so the size is what bounds the disk used).
+pub const MAX_LAYER_BYTES: u64 = 16 << 30;
+
 /// The OCI content digest of `bytes`: `sha256:` and lowercase hex.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    format!("sha256:{}", format::text::hex(&Sha256::digest(bytes)))
 }
 
 /// rustls needs one process-wide crypto provider; ring is the one already in the tree (ureq).

@@ -70,6 +70,16 @@ pub fn default_cache_dir() -> PathBuf {
         .join("lore")
 }
 
+/// Create `dir` and its missing parents readable by this user only (0700): the default cache
+/// may sit in a shared temporary folder. Folders that exist keep their permissions.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 fn file_sha256(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
@@ -107,7 +117,7 @@ pub fn resolve(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, Fetc
     }
     let dir = cache.join("sha256");
     let cache_err = |source| FetchError::Cache { path: dir.display().to_string(), source };
-    std::fs::create_dir_all(&dir).map_err(cache_err)?;
+    create_private_dir(&dir).map_err(cache_err)?;
     let path = dir.join(format!("{expected}.lore"));
     if path.exists() {
         match file_sha256(&path) {
@@ -132,7 +142,7 @@ fn resolve_oci(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, Fetc
     let blobs = cache.join("sha256");
     let manifests = cache.join("oci");
     for dir in [&blobs, &manifests] {
-        std::fs::create_dir_all(dir).map_err(|source| FetchError::Cache { path: dir.display().to_string(), source })?;
+        create_private_dir(dir).map_err(|source| FetchError::Cache { path: dir.display().to_string(), source })?;
     }
     if let Some(digest) = reference.digest()
         && let Some(path) = cached_by_manifest(&reference, digest, &manifests, &blobs)
@@ -154,9 +164,12 @@ fn resolve_oci(text: &str, cache: &Path, insecure: bool) -> Result<PathBuf, Fetc
     } else {
         tracing::info!(reference = %reference, digest = %fetched.manifest_digest, path = %path.display(), "artifact from the cache");
     }
-    let manifest_path = manifests.join(format!("{}.json", fetched.manifest_digest.trim_start_matches("sha256:")));
+    // Named by the SHA-256 of the bytes themselves (the registry's header may use another
+    // algorithm), so a restart by a sha256 digest finds it.
+    let manifest_digest = oci::sha256_digest(&fetched.manifest);
+    let manifest_path = manifests.join(format!("{}.json", manifest_digest.trim_start_matches("sha256:")));
     if !manifest_path.exists() {
-        let tmp = manifests.join(format!(".{}.part", std::process::id()));
+        let tmp = format::fsio::unique_temp(&manifests, "manifest");
         let written = std::fs::write(&tmp, &fetched.manifest).and_then(|()| std::fs::rename(&tmp, &manifest_path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
@@ -196,10 +209,10 @@ fn download(url: &str, expected: &str, dir: &Path, path: &Path) -> Result<(), Fe
     if !(200..300).contains(&status) {
         return Err(failed(format!("the server answered {status}")));
     }
-    let tmp = dir.join(format!(".{expected}.{}.part", std::process::id()));
+    let tmp = format::fsio::unique_temp(dir, expected);
     let result = (|| {
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp).map_err(|e| failed(format!("cannot write {}: {e}", tmp.display())))?;

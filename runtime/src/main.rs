@@ -143,7 +143,7 @@ struct ChatArgs {
     chat_cache_entries: usize,
     /// Conversation memory: an SQLite file (created if missing), `:memory:` for memory that
     /// ends with the process, or a `postgres://USER:PASSWORD@HOST/DB` URL shared by replicas.
-    #[arg(long, env = "LORE_MEMORY", default_value = ":memory:")]
+    #[arg(long, env = "LORE_MEMORY", default_value = ":memory:", hide_env_values = true)]
     memory: PathBuf,
     /// A file holding the base64 memory key (LORE_MEMORY_KEY gives it directly). Without one,
     /// a memory file is sealed with a key derived from the artifact key.
@@ -205,7 +205,7 @@ fn chat_layer(args: &ChatArgs, open: &OpenArgs) -> Result<(runtime::chat::Chat, 
     let memory = runtime::chat::memory::Memory::open(&args.memory, &master, limits)?;
     tracing::info!(
         llm = args.llm_model.as_deref().unwrap_or("none (extractive answers)"),
-        memory = %args.memory.display(),
+        memory = %memory.location().display(),
         "chat"
     );
     Ok((runtime::chat::Chat::new(llm, args.chat_cache_entries), memory))

@@ -291,3 +291,43 @@ fn a_conversation_goes_on_across_replicas_behind_nginx_and_survives_one_being_ki
     }
     drop(b);
 }
+
+#[test]
+fn the_postgres_password_in_lore_memory_never_reaches_the_log() {
+    let tmp = TempDir::new("replicas-log");
+    let pg = PgCluster::start(&tmp);
+    let art = tmp.path().join("data.lore");
+    assert_eq!(build(&workspace().join("data"), &art, &[]).code, 0);
+    // trust authentication ignores the password; a `/` in it once slipped past the redaction.
+    let url = format!("postgres://lore:pa55/w0rd:x@127.0.0.1:{}/postgres?sslmode=disable", pg.port);
+    let mut child = lore()
+        .arg("serve")
+        .arg(&art)
+        .args(["--http", "127.0.0.1:0"])
+        .env("LORE_KEY", TEST_KEY)
+        .env("LORE_MEMORY", &url)
+        .env("LORE_MEMORY_KEY", MEMORY_KEY)
+        .env("LORE_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut log = String::new();
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut stderr, &mut line).expect("read") > 0 {
+        log.push_str(&line);
+        if line.contains("lore: listening on") {
+            break;
+        }
+        line.clear();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(log.contains("lore: listening on"), "{log}");
+    assert!(log.contains(&format!("postgres://lore:***@127.0.0.1:{}/postgres", pg.port)), "{log}");
+    assert!(!log.contains("pa55") && !log.contains("w0rd"), "the password is in the log:\n{log}");
+    let help = run(lore().args(["serve", "--help"]).env("LORE_MEMORY", &url));
+    assert!(!help.stdout.contains("pa55"), "`lore serve --help` shows the password");
+}

@@ -53,7 +53,7 @@ fn podman(args: &[&str]) -> Result<String> {
 
 pub fn run(root: &Path) -> Result<()> {
     crate::run_checked(crate::cargo().args(["build", "--release", "--package", "compiler", "--bin", "lorec"]))?;
-    let context = crate::container::context(root, &root.join("target/release/lorec"))?;
+    let context = crate::container::context(root, &root.join("target/release/lorec"), false)?;
     let key = std::fs::read_to_string(root.join("artifacts/demo.key"))?.trim().to_string();
     let tag = "localhost/lore-bench:latest";
     crate::run_checked(

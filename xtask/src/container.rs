@@ -38,8 +38,10 @@ pub fn demo_key(root: &Path, lorec: &Path) -> Result<PathBuf> {
     Ok(key_file)
 }
 
-/// Build `target/container/` with `lorec` (any build of it) compiling the artifact.
-pub fn context(root: &Path, lorec: &Path) -> Result<PathBuf> {
+/// Build `target/container/` with `lorec` (any build of it) compiling the artifact. `full`
+/// builds `lore` with the `oci` and `postgres` features too (replicas sharing PostgreSQL
+/// memory, `oci://` artifacts), at the cost of about 3 MB.
+pub fn context(root: &Path, lorec: &Path, full: bool) -> Result<PathBuf> {
     crate::model::fetch(root)?;
     let triple = host_triple()?;
     if !triple.ends_with("-linux-gnu") {
@@ -50,6 +52,7 @@ pub fn context(root: &Path, lorec: &Path) -> Result<PathBuf> {
     run_checked(
         cargo()
             .args(["build", "--profile", "container", "--package", "runtime", "--no-default-features"])
+            .args(if full { &["--features", "oci,postgres"][..] } else { &[] })
             .args(["--target", &triple])
             .env(flags_var, "-C target-feature=+crt-static"),
     )?;

@@ -27,7 +27,8 @@ tasks:
   fetch-model   download potion-base-8M and all-MiniLM-L6-v2 (pinned, sha256-checked) into artifacts/models/
   test          fetch the model, format check, clippy -D warnings, build, every test, fuzz briefly (what CI runs)
   demo          compile data/, answer one question, then serve it over HTTP [ADDR]
-  container     the Containerfile's context in target/container/ (static lore, CA bundle, data/ with potion)
+  container     the Containerfile's context in target/container/ (static lore, data/ with potion);
+                --full adds the oci and postgres features (Kubernetes replicas sharing memory)
   soak          one million requests at concurrency 64, RSS sampled every second; --swaps also
                 hot-swaps once a second; --requests N for a shorter run; --abuse: 2,000 idle and
                 100 slow connections while normal requests go on (direct, nginx, container)
@@ -60,7 +61,8 @@ fn run() -> Result<()> {
         Some("test") => test(&root),
         Some("container") => {
             run_checked(cargo().args(["build", "--release", "--package", "compiler", "--bin", "lorec"]))?;
-            container::context(&root, &root.join("target/release/lorec")).map(|_| ())
+            let full = args.iter().any(|a| a == "--full");
+            container::context(&root, &root.join("target/release/lorec"), full).map(|_| ())
         }
         Some("demo") => demo(&root, args.get(1).map(String::as_str).unwrap_or("127.0.0.1:8080")),
         Some("bench") if args.iter().any(|a| a == "--container") => bench_container::run(&root),
@@ -128,7 +130,7 @@ fn test(root: &Path) -> Result<()> {
     run_checked(cargo().args(["build", "--workspace", "--bins", "--all-features"]))?;
     browser_deps(root)?;
     // The container test builds the image from target/container/.
-    container::context(root, &root.join("target/debug/lorec"))?;
+    container::context(root, &root.join("target/debug/lorec"), false)?;
     let python = openai_client_venv(root)?;
     let (passed, failed) = run_tests(&minilm, &python)?;
     run_checked(cargo().args(["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"]))?;
@@ -210,7 +212,7 @@ fn demo(root: &Path, addr: &str) -> Result<()> {
     let bin = root.join("target/release");
     let key_file = container::demo_key(root, &bin.join("lorec"))?;
     // What the Containerfile copies, so `podman build` works right after the set-up.
-    container::context(root, &bin.join("lorec"))?;
+    container::context(root, &bin.join("lorec"), false)?;
     let artifact = root.join("artifacts/data.lore");
     run_checked(
         Command::new(bin.join("lorec"))

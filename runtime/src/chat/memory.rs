@@ -132,17 +132,38 @@ trait Tx {
     /// The sealed key check, storing `fresh` first when there is none (concurrent starters
     /// agree on whichever was stored first).
     fn key_check(&mut self, fresh: &[u8]) -> Result<Vec<u8>, MemoryError>;
+    /// Make the rest of this (read-only) transaction read one snapshot. SQLite's transactions
+    /// already do; PostgreSQL's default, READ COMMITTED, does not.
+    fn snapshot(&mut self) -> Result<(), MemoryError> {
+        Ok(())
+    }
 }
 
 /// Where the rows live.
 enum Store {
     Sqlite(sqlite::Sqlite),
     #[cfg(feature = "postgres")]
-    Postgres(pg::Postgres),
+    Postgres(Box<pg::Postgres>),
 }
 
 fn is_postgres_url(text: &str) -> bool {
     text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// A database URL fit for logs: the user and host kept, the password and the query (which
+/// may hold `password=`) dropped. The credentials end at the first `@`, as libpq and
+/// tokio-postgres read them, so a `/` or `:` in a password does not leak it.
+fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "(a database URL)".to_string() };
+    let (user, host_and_path) = match rest.split_once('@') {
+        Some((credentials, after)) => (Some(credentials.split(':').next().unwrap_or_default()), after),
+        None => (None, rest),
+    };
+    let host_and_path = host_and_path.split('?').next().unwrap_or_default();
+    match user {
+        Some(user) => format!("{scheme}://{user}:***@{host_and_path}"),
+        None => format!("{scheme}://{host_and_path}"),
+    }
 }
 
 /// The memory store. One connection behind a mutex: every call is a few row reads or one
@@ -191,11 +212,11 @@ impl Memory {
             #[cfg(feature = "postgres")]
             {
                 let store = pg::Postgres::connect(&text)?;
-                (store.shown().to_string(), Store::Postgres(store))
+                (store.shown().to_string(), Store::Postgres(Box::new(store)))
             }
             #[cfg(not(feature = "postgres"))]
             return Err(MemoryError::Postgres {
-                path: text.split('@').next_back().unwrap_or_default().to_string(),
+                path: redacted_url(&text),
                 message: "this lore was built without PostgreSQL support (the `postgres` feature)".into(),
             });
         } else {
@@ -297,6 +318,7 @@ impl Memory {
         let key = self.session_key(session);
         let cutoff = self.cutoff();
         let (summary, rows) = self.transaction(|tx| {
+            tx.snapshot()?;
             let Some((summary, updated)) = tx.summary(&key)? else { return Ok((None, None)) };
             if updated < cutoff {
                 return Ok((None, None));
@@ -477,6 +499,17 @@ mod tests {
             s.push(';');
         }
         s
+    }
+
+    #[test]
+    fn database_passwords_never_reach_the_logs() {
+        assert_eq!(
+            redacted_url("postgres://lore:s3cret@127.0.0.1:5432/lore?sslmode=disable"),
+            "postgres://lore:***@127.0.0.1:5432/lore"
+        );
+        assert_eq!(redacted_url("postgres://lore:ab/cd:ef@db/lore"), "postgres://lore:***@db/lore");
+        assert_eq!(redacted_url("postgresql://db.internal/lore?password=x"), "postgresql://db.internal/lore");
+        assert_eq!(redacted_url("not a url"), "(a database URL)");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! network; a URL asking for `sslmode=require` is refused at connect.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
@@ -23,29 +24,20 @@ const SCHEMA_VERSION: &str = "1";
 
 pub(super) struct Postgres {
     shown: String,
+    /// Kept to reconnect after the server restarts or fails over; never shown.
+    config: postgres::Config,
     client: Mutex<Client>,
-}
-
-/// The URL without its password, for logs and errors.
-fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, tail) = rest.split_once('/').map_or((rest, None), |(a, t)| (a, Some(t)));
-    let authority = match authority.rsplit_once('@') {
-        Some((user, host)) => format!("{}:***@{host}", user.split(':').next().unwrap_or(user)),
-        None => authority.to_string(),
-    };
-    let tail = tail.map(|t| t.split('?').next().unwrap_or(t));
-    match tail {
-        Some(t) => format!("{scheme}://{authority}/{t}"),
-        None => format!("{scheme}://{authority}"),
-    }
 }
 
 impl Postgres {
     pub(super) fn connect(url: &str) -> Result<Postgres, MemoryError> {
-        let shown = redacted(url);
+        let shown = super::redacted_url(url);
         let err = |e: postgres::Error| MemoryError::Postgres { path: shown.clone(), message: describe(&e) };
-        let mut client = Client::connect(url, NoTls).map_err(err)?;
+        let mut config: postgres::Config = url.parse().map_err(err)?;
+        // A dead server or network fails a request in seconds instead of hanging a thread.
+        config.connect_timeout(Duration::from_secs(5)).keepalives(true).keepalives_idle(Duration::from_secs(30));
+        config.options("-c statement_timeout=10000");
+        let mut client = config.connect(NoTls).map_err(err)?;
         // Replicas starting together wait for each other here instead of racing on CREATE.
         let mut tx = client.transaction().map_err(err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(err)?;
@@ -84,7 +76,7 @@ impl Postgres {
             }
         }
         tx.commit().map_err(err)?;
-        Ok(Postgres { shown, client: Mutex::new(client) })
+        Ok(Postgres { shown, config, client: Mutex::new(client) })
     }
 
     pub(super) fn shown(&self) -> &str {
@@ -97,6 +89,11 @@ impl Postgres {
     ) -> Result<T, MemoryError> {
         let mut client = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let err = |e: postgres::Error| MemoryError::Postgres { path: self.shown.clone(), message: describe(&e) };
+        if client.is_closed() {
+            // The server restarted or failed over: one new connection, or this request fails.
+            tracing::warn!(memory = %self.shown, "the PostgreSQL connection was lost; reconnecting");
+            *client = self.config.connect(NoTls).map_err(err)?;
+        }
         let tx = client.transaction().map_err(err)?;
         let mut wrapped = PgTx { tx, shown: &self.shown };
         let value = f(&mut wrapped)?;
@@ -132,18 +129,28 @@ impl PgTx<'_> {
 
 impl Tx for PgTx<'_> {
     fn lock_session(&mut self, id: &[u8], now: i64) -> Result<SessionRow, MemoryError> {
-        self.tx
-            .execute(
-                "INSERT INTO lore_memory_sessions (id, updated, next_seq, bytes) VALUES ($1, $2, 0, 0)
-                 ON CONFLICT (id) DO NOTHING",
-                &[&id as &Param<'_>, &now],
-            )
-            .map_err(self.err())?;
-        let row = self
-            .tx
-            .query_one("SELECT next_seq, bytes, updated FROM lore_memory_sessions WHERE id = $1 FOR UPDATE", &[&id])
-            .map_err(self.err())?;
-        Ok(SessionRow { next_seq: row.get(0), bytes: row.get(1), updated: row.get(2) })
+        // Another replica may delete the row between the insert and the lock (a DELETE or the
+        // size limit): then it is made again.
+        for _ in 0..3 {
+            self.tx
+                .execute(
+                    "INSERT INTO lore_memory_sessions (id, updated, next_seq, bytes) VALUES ($1, $2, 0, 0)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&id as &Param<'_>, &now],
+                )
+                .map_err(self.err())?;
+            let row = self
+                .tx
+                .query_opt("SELECT next_seq, bytes, updated FROM lore_memory_sessions WHERE id = $1 FOR UPDATE", &[&id])
+                .map_err(self.err())?;
+            if let Some(row) = row {
+                return Ok(SessionRow { next_seq: row.get(0), bytes: row.get(1), updated: row.get(2) });
+            }
+        }
+        Err(MemoryError::Postgres {
+            path: self.shown.to_string(),
+            message: "a session kept vanishing while a turn was being stored".into(),
+        })
     }
 
     fn summary(&mut self, id: &[u8]) -> Result<Option<SummaryRow>, MemoryError> {
@@ -217,8 +224,18 @@ impl Tx for PgTx<'_> {
     }
 
     fn delete_session(&mut self, id: &[u8]) -> Result<bool, MemoryError> {
+        // The session row first: it waits for an append holding it (FOR UPDATE), and the turns
+        // are then deleted by a statement that sees what that append committed, so none is
+        // left behind to come back when the id is used again.
+        let existed =
+            self.tx.execute("DELETE FROM lore_memory_sessions WHERE id = $1", &[&id]).map_err(self.err())? > 0;
         self.tx.execute("DELETE FROM lore_memory_turns WHERE session = $1", &[&id]).map_err(self.err())?;
-        Ok(self.tx.execute("DELETE FROM lore_memory_sessions WHERE id = $1", &[&id]).map_err(self.err())? > 0)
+        Ok(existed)
+    }
+
+    fn snapshot(&mut self) -> Result<(), MemoryError> {
+        // The summary and the turns read in one snapshot, not across another replica's fold.
+        self.tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").map_err(self.err())
     }
 
     fn expire(&mut self, cutoff: i64) -> Result<usize, MemoryError> {
@@ -259,17 +276,5 @@ impl Tx for PgTx<'_> {
         let row =
             self.tx.query_one("SELECT value FROM lore_memory_meta WHERE key = 'key_check'", &[]).map_err(self.err())?;
         Ok(row.get(0))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_never_reach_the_logs() {
-        assert_eq!(
-            super::redacted("postgres://lore:s3cret@127.0.0.1:5432/lore?sslmode=disable"),
-            "postgres://lore:***@127.0.0.1:5432/lore"
-        );
-        assert_eq!(super::redacted("postgresql://db.internal/lore"), "postgresql://db.internal/lore");
     }
 }

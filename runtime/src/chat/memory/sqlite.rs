@@ -143,8 +143,10 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn delete_session(&mut self, id: &[u8]) -> Result<bool, MemoryError> {
+        // The same order as PostgreSQL's (see memory/pg.rs); SQLite serialises writers anyway.
+        let existed = self.tx.execute("DELETE FROM sessions WHERE id = ?1", params![id]).map_err(self.err())? > 0;
         self.tx.execute("DELETE FROM turns WHERE session = ?1", params![id]).map_err(self.err())?;
-        Ok(self.tx.execute("DELETE FROM sessions WHERE id = ?1", params![id]).map_err(self.err())? > 0)
+        Ok(existed)
     }
 
     fn expire(&mut self, cutoff: i64) -> Result<usize, MemoryError> {
