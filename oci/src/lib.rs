@@ -105,12 +105,6 @@ impl OciRef {
         self.reference.digest()
     }
 
-    /// The same repository at `digest`.
-    pub fn at_digest(&self, digest: &str) -> Self {
-        let reference = Reference::with_digest(self.registry().into(), self.repository().into(), digest.into());
-        Self { reference }
-    }
-
     /// The same repository at `tag`.
     pub fn at_tag(&self, tag: &str) -> Self {
         let reference = Reference::with_tag(self.registry().into(), self.repository().into(), tag.into());
@@ -642,6 +636,9 @@ mod tests {
         assert_eq!(artifact_layer(&reference, ours.as_bytes()).expect("ours").1, 42);
         let image = manifest(&[layer("application/vnd.oci.image.layer.v1.tar+gzip")]);
         assert!(matches!(artifact_layer(&reference, image.as_bytes()), Err(OciError::NotAnArtifact { .. })));
+        let huge = manifest(&[layer(LAYER_MEDIA_TYPE).replace("42", &(MAX_LAYER_BYTES + 1).to_string())]);
+        let refused = artifact_layer(&reference, huge.as_bytes()).expect_err("a layer over the limit");
+        assert!(refused.to_string().contains("over lore's limit"), "{refused}");
         let two = manifest(&[layer(LAYER_MEDIA_TYPE), layer(LAYER_MEDIA_TYPE)]);
         assert!(matches!(artifact_layer(&reference, two.as_bytes()), Err(OciError::NotAnArtifact { .. })));
         assert!(artifact_layer(&reference, b"not json").is_err());
