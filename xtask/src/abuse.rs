@@ -6,7 +6,7 @@
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -116,15 +116,6 @@ fn under_abuse<T>(port: u16, f: impl FnOnce() -> T) -> Result<(T, usize)> {
     Ok((result, open))
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn row(label: &str, port: u16) -> Result<()> {
     let (base_ok, base_p50, base_p99) = normal_load(port);
     let ((ok, p50, p99), open) = under_abuse(port, || normal_load(port))?;
@@ -155,8 +146,8 @@ pub fn run(root: &Path) -> Result<()> {
     );
     println!("|---|---|---|---|");
 
-    let lore = |port: u16| -> Result<Killed> {
-        Ok(Killed(
+    let lore = |port: u16| -> Result<crate::KillOnDrop> {
+        Ok(crate::KillOnDrop(
             Command::new(bin.join("lore"))
                 .arg("serve")
                 .arg(&artifact)
@@ -192,7 +183,7 @@ pub fn run(root: &Path) -> Result<()> {
             prefix.display()
         ),
     )?;
-    let _nginx = Killed(
+    let _nginx = crate::KillOnDrop(
         Command::new("nginx")
             .arg("-p")
             .arg(&prefix)

@@ -14,16 +14,7 @@ use anyhow::{Context as _, Result, bail};
 const KEY: &str = "bGlmZWN5Y2xlLWJlbmNoLWtleS1ub3QtZm9yLXVzZTA=";
 const ROUNDS: usize = 3;
 
-struct Registry(std::process::Child);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_registry(work: &Path) -> Result<(Registry, String)> {
+fn start_registry(work: &Path) -> Result<(crate::KillOnDrop, String)> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let host = format!("127.0.0.1:{port}");
     let config = work.join("registry.yml");
@@ -41,7 +32,7 @@ fn start_registry(work: &Path) -> Result<(Registry, String)> {
         .stderr(Stdio::null())
         .spawn()
         .context("docker-registry (apt-get install docker-registry)")?;
-    let registry = Registry(child);
+    let registry = crate::KillOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(&host).is_err() {
         if Instant::now() > deadline {

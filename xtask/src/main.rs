@@ -105,6 +105,16 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// A child process killed and reaped when this goes out of scope (servers a bench starts).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn run_checked(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     eprintln!("$ {shown}");
