@@ -43,9 +43,9 @@ pub fn run(root: &Path, quick: bool, service_only: bool) -> Result<()> {
     let profile = if quick { "debug" } else { "release" };
     let mut build = crate::cargo();
     build.args(["build", "--bins", "--quiet"]);
-    if !quick {
-        build.arg("--release");
-    }
+    // Quick runs (CI) reuse the binaries `cargo xtask test` just built with every feature,
+    // instead of linking a second set: CI machines can be short of disk.
+    build.arg(if quick { "--all-features" } else { "--release" });
     crate::run_checked(&mut build)?;
     // Where cargo put the binaries: CARGO_TARGET_DIR when set, else the workspace's target/.
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
@@ -183,9 +183,9 @@ pub fn run_chat(root: &Path, quick: bool) -> Result<()> {
     let profile = if quick { "debug" } else { "release" };
     let mut build = crate::cargo();
     build.args(["build", "--bins", "--quiet"]);
-    if !quick {
-        build.arg("--release");
-    }
+    // Quick runs (CI) reuse the binaries `cargo xtask test` just built with every feature,
+    // instead of linking a second set: CI machines can be short of disk.
+    build.arg(if quick { "--all-features" } else { "--release" });
     crate::run_checked(&mut build)?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let work = root.join("target/bench-chat");
