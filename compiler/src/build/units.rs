@@ -2,13 +2,15 @@
 //! embedding cache), then each file compiled into a [`Unit`] on all cores and stored in the
 //! unit cache for the next build.
 
+use rayon::prelude::*;
+
 use crate::chunk::Chunk;
 use crate::diag::Diagnostic;
 use crate::embedder::{EmbedderError, EmbeddingCache};
 use crate::sources::SourceFile;
 use crate::unit::Unit;
 
-use super::{BuildOptions, Checked, Compiled, par_map};
+use super::{BuildOptions, Checked, Compiled};
 
 /// One changed file ready to compile: its source, every chunk found, the admitted ones and
 /// their vectors (each chunk's own, then its facets').
@@ -66,7 +68,7 @@ pub(super) fn compile_changed(
                 (*source, *found, admitted, vectors)
             })
             .collect();
-        fresh_units.extend(par_map(&jobs, |(source, found, admitted, vectors)| {
+        fresh_units.par_extend(jobs.par_iter().map(|(source, found, admitted, vectors)| {
             let warnings: Vec<&Diagnostic> =
                 checked.diagnostics.iter().filter(|d| d.primary.file == source.rel).collect();
             let unit = Unit::compile(admitted, vectors, format, found.len(), &warnings, facets);

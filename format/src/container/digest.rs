@@ -1,9 +1,8 @@
 //! Section digests as each format version defines them: the writer records them in the
 //! header, the reader and `lorec verify` recompute them.
 
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-
-use super::workers;
 
 /// Since format v2 a section's digest is the SHA-256 of its units' plaintext digests, in
 /// order: a rebuild hashes only the units that changed, and units hash on all cores.
@@ -17,19 +16,7 @@ pub fn section_digest<'a>(unit_digests: impl IntoIterator<Item = &'a [u8; 32]>) 
 
 /// SHA-256 of each `stripe_len`-byte piece of `bytes` (the last may be shorter), on all cores.
 pub fn stripe_digests(bytes: &[u8], stripe_len: usize) -> Vec<[u8; 32]> {
-    let pieces: Vec<&[u8]> = bytes.chunks(stripe_len.max(1)).collect();
-    let mut digests = vec![[0u8; 32]; pieces.len()];
-    let per_worker = pieces.len().div_ceil(workers()).max(1);
-    std::thread::scope(|scope| {
-        for (slots, pieces) in digests.chunks_mut(per_worker).zip(pieces.chunks(per_worker)) {
-            scope.spawn(move || {
-                for (slot, piece) in slots.iter_mut().zip(pieces) {
-                    *slot = Sha256::digest(piece).into();
-                }
-            });
-        }
-    });
-    digests
+    bytes.par_chunks(stripe_len.max(1)).map(|piece| Sha256::digest(piece).into()).collect()
 }
 
 /// The `plain_sha256` of a single-plaintext section (model, index, sources) of an artifact

@@ -57,10 +57,6 @@ pub enum ContainerError {
     Seal(#[from] SealError),
 }
 
-fn workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8)
-}
-
 /// Bytes a block of `len` occupies on disk.
 pub fn stored_len(len: usize, encrypt: bool) -> usize {
     if encrypt { len + TAG_LEN } else { len }

@@ -1,6 +1,7 @@
 //! Reading an artifact: the structural checks of opening, and decrypting and decompressing
 //! its sections, whole, in parallel stripes, or one unit at a time.
 
+use rayon::prelude::*;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use sha2::{Digest, Sha256};
@@ -71,35 +72,14 @@ fn open_striped(
     }
     let mut out = SectionData::with_capacity(plain_len);
     out.resize(plain_len, 0);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(count.max(1));
-    let per_worker = count.div_ceil(workers.max(1)).max(1);
-    let results: Vec<Result<(), SealError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = out
-            .chunks_mut(per_worker * stripe_len)
-            .enumerate()
-            .map(|(w, region)| {
-                let what = &what;
-                scope.spawn(move || -> Result<(), SealError> {
-                    for (j, plain) in region.chunks_mut(stripe_len).enumerate() {
-                        let unit = w * per_worker + j;
-                        let at = unit * (stripe_len + TAG_LEN);
-                        let (ct, tag) = stored[at..at + plain.len() + TAG_LEN].split_at(plain.len());
-                        plain.copy_from_slice(ct);
-                        sealer.open_in_place(kind.tag(), unit as u64, plain, tag, &format!("{what} stripe {unit}"))?;
-                        done_with(at..at + plain.len() + TAG_LEN);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(SealError::Tampered { what: what.clone() })))
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
+    out.par_chunks_mut(stripe_len).enumerate().try_for_each(|(unit, plain)| {
+        let at = unit * (stripe_len + TAG_LEN);
+        let (ct, tag) = stored[at..at + plain.len() + TAG_LEN].split_at(plain.len());
+        plain.copy_from_slice(ct);
+        sealer.open_in_place(kind.tag(), unit as u64, plain, tag, &format!("{what} stripe {unit}"))?;
+        done_with(at..at + plain.len() + TAG_LEN);
+        Ok::<(), SealError>(())
+    })?;
     Ok(out)
 }
 

@@ -8,7 +8,7 @@ use rkyv::util::AlignedVec;
 use sha2::{Digest, Sha256};
 
 use super::digest::{digest_header, section_digest, stripe_digests};
-use super::{FLAG_SEALED, PREAMBLE_LEN, SECTION_ALIGN, TRAILER_LEN, TRAILER_MAGIC, stored_len, workers};
+use super::{FLAG_SEALED, PREAMBLE_LEN, SECTION_ALIGN, TRAILER_LEN, TRAILER_MAGIC, stored_len};
 use crate::schema::{Cipher, Compression, Header, Section, SectionKind};
 use crate::seal::{Key, Sealer, TAG_LEN};
 use crate::{FORMAT_VERSION, MAGIC, MIN_READER_VERSION, PERSONA_MIN_READER_VERSION};
@@ -226,6 +226,14 @@ impl Container {
         out.sink.write_all(&digest)?;
         out.sink.flush()
     }
+}
+
+/// Sealing threads for [`Container::write_to`]. Its units are sealed by a pool of its own, not
+/// rayon's: they must reach the writer in file order, and these threads take them in that
+/// order from a shared counter, where rayon would seal them in any order and the units waiting
+/// to be written would pile up (sealing in batches instead measured 15 to 50% slower writes).
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8)
 }
 
 /// Writes through to a sink while hashing, for the trailer.

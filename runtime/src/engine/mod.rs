@@ -262,16 +262,11 @@ impl Engine {
             // The model is used in place, so its bytes are checked against the header's digest
             // before anything trusts them, while the index stripes decrypt; the sealed stripes
             // are read once and their pages leave the resident set as each is done.
-            let (model_checked, index) = std::thread::scope(|scope| {
-                let model_checked = reused.is_none().then(|| scope.spawn(|| c.check_plain_section(SectionKind::Model)));
-                let index = c.open_section_with(sealer.as_ref(), SectionKind::Index, &|range| file.release(range));
-                let model_checked = model_checked.map_or(Ok(()), |handle| {
-                    handle.join().unwrap_or_else(|_| {
-                        Err(ContainerError::Corrupt("the model section could not be checked".into()))
-                    })
-                });
-                (model_checked, index)
-            });
+            let check_model = reused.is_none();
+            let (model_checked, index) = rayon::join(
+                || if check_model { c.check_plain_section(SectionKind::Model) } else { Ok(()) },
+                || c.open_section_with(sealer.as_ref(), SectionKind::Index, &|range| file.release(range)),
+            );
             let index = index.map_err(container_err)?;
             model_checked.map_err(container_err)?;
             let sources = c.sources(sealer.as_ref()).map_err(container_err)?.sources;

@@ -2,8 +2,9 @@
 //! compiled for several instruction sets and picked at run time.
 
 use format::embed::{dot, dot_i8, quantize};
+use rayon::prelude::*;
 
-/// Rows at or above which scoring is split across threads.
+/// Rows at or above which scoring is split across cores.
 const PARALLEL_ROWS: usize = 32_768;
 
 /// Similarity of the unit query `q` to every row of `values` (`rows × dims`, f32), appended
@@ -12,7 +13,7 @@ pub fn score_rows_f32(values: &[f32], dims: usize, q: &[f32], out: &mut Vec<f32>
     let start = out.len();
     out.resize(start + values.len() / dims.max(1), 0.0);
     let dst = &mut out[start..];
-    split(values, dims, dst, |rows, dst| rows_f32(rows, dims, q, dst));
+    split(values, dims, dst, |_, rows, dst| rows_f32(rows, dims, q, dst));
 }
 
 /// Like [`score_rows_f32`] for int8 rows with per-row scales: `q` is quantised once.
@@ -21,29 +22,25 @@ pub fn score_rows_i8(values: &[i8], scales: &[f32], dims: usize, q: &[f32], out:
     let start = out.len();
     out.resize(start + values.len() / dims.max(1), 0.0);
     let dst = &mut out[start..];
-    split(values, dims, dst, |rows, dst| {
-        let first = (rows.as_ptr() as usize - values.as_ptr() as usize) / dims.max(1);
+    split(values, dims, dst, |first, rows, dst| {
         rows_i8(rows, &scales[first..first + dst.len()], dims, &q8, qscale, dst);
     });
 }
 
-/// Run `f` over row ranges, on two threads when there are enough rows to pay for them.
-fn split<T: Sync>(values: &[T], dims: usize, dst: &mut [f32], f: impl Fn(&[T], &mut [f32]) + Sync) {
+/// Run `f(first_row, rows, dst)` over row ranges, on all cores when there are enough rows to
+/// pay for them: one range per core, so each runs the vectorised loop over many rows.
+fn split<T: Sync>(values: &[T], dims: usize, dst: &mut [f32], f: impl Fn(usize, &[T], &mut [f32]) + Sync) {
     let rows = dst.len();
-    let threads =
-        if rows >= PARALLEL_ROWS { std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) } else { 1 };
-    if threads <= 1 || dims == 0 {
-        f(&values[..rows * dims], dst);
+    let values = &values[..rows * dims];
+    if rows < PARALLEL_ROWS || dims == 0 {
+        f(0, values, dst);
         return;
     }
-    let per = rows.div_ceil(threads);
-    std::thread::scope(|scope| {
-        for (i, part) in dst.chunks_mut(per).enumerate() {
-            let rows = &values[i * per * dims..(i * per + part.len()) * dims];
-            let f = &f;
-            scope.spawn(move || f(rows, part));
-        }
-    });
+    let per = rows.div_ceil(rayon::current_num_threads());
+    dst.par_chunks_mut(per)
+        .zip(values.par_chunks(per * dims))
+        .enumerate()
+        .for_each(|(i, (dst, rows))| f(i * per, rows, dst));
 }
 
 #[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
