@@ -1,10 +1,12 @@
 //! Loading a Model2Vec model directory (`tokenizer.json`, `model.safetensors`, `config.json`)
 //! into the [`ModelTable`] that gets stored in every artifact.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use format::{EmbedderModel, ModelTable, TableRows};
+use half::f16;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -132,19 +134,17 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
     let st_path = dir.join("model.safetensors");
     let bytes = read(&st_path)?;
     let weights_sha256: [u8; 32] = Sha256::digest(&bytes).into();
-    let tensors = safetensors(&bytes).map_err(|m| invalid(&st_path, m))?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| invalid(&st_path, e.to_string()))?;
     let emb = tensors
-        .get("embeddings")
-        .or_else(|| tensors.get("0"))
-        .ok_or_else(|| invalid(&st_path, "no `embeddings` tensor"))?;
-    let [rows, dims] = emb.shape[..] else {
+        .tensor("embeddings")
+        .or_else(|_| tensors.tensor("0"))
+        .map_err(|_| invalid(&st_path, "no `embeddings` tensor"))?;
+    let [rows, dims] = emb.shape()[..] else {
         return Err(invalid(&st_path, "the embeddings tensor is not 2-D"));
     };
-    if emb.data.len() != rows * dims * emb.width().map_err(|m| invalid(&st_path, m))? {
-        return Err(invalid(&st_path, "the embeddings tensor's size does not match its shape"));
-    }
-    let token_weights = tensors.get("weights").map(|t| t.to_f32()).transpose().map_err(|m| invalid(&st_path, m))?;
-    let mapping = tensors.get("mapping").map(|t| t.to_i64()).transpose().map_err(|m| invalid(&st_path, m))?;
+    let token_weights =
+        tensors.tensor("weights").ok().map(|t| to_f32(&t)).transpose().map_err(|m| invalid(&st_path, m))?;
+    let mapping = tensors.tensor("mapping").ok().map(|t| to_i64(&t)).transpose().map_err(|m| invalid(&st_path, m))?;
     let vocab_size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
     let mut embeddings = vec![0f32; vocab_size * dims];
     for id in 0..vocab_size {
@@ -160,7 +160,7 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
         }
         let scale = token_weights.as_ref().and_then(|w| w.get(id).copied()).unwrap_or(1.0);
         let dst = &mut embeddings[id * dims..(id + 1) * dims];
-        emb.read_f32_into(row * dims, dst).map_err(|m| invalid(&st_path, m))?;
+        read_f32_into(&emb, row * dims, dst).map_err(|m| invalid(&st_path, m))?;
         if scale != 1.0 {
             dst.iter_mut().for_each(|x| *x *= scale);
         }
@@ -286,127 +286,50 @@ fn identity(dir: &Path, quantize: bool) -> Option<String> {
     Some(format::text::hex(&hasher.finalize()[..16]))
 }
 
-struct Tensor<'a> {
-    dtype: String,
-    shape: Vec<usize>,
-    data: &'a [u8],
-}
-
-impl Tensor<'_> {
-    /// Bytes per element of a float tensor.
-    fn width(&self) -> Result<usize, String> {
-        match self.dtype.as_str() {
-            "F16" => Ok(2),
-            "F32" => Ok(4),
-            "F64" => Ok(8),
-            other => Err(format!("unsupported tensor dtype {other}")),
-        }
-    }
-
-    /// Convert `dst.len()` elements starting at element `start` to f32, without an
-    /// intermediate copy of the whole tensor.
-    fn read_f32_into(&self, start: usize, dst: &mut [f32]) -> Result<(), String> {
-        let width = self.width()?;
-        let bytes = self
-            .data
-            .get(start * width..(start + dst.len()) * width)
-            .ok_or_else(|| format!("element {start} lies outside the tensor"))?;
-        for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(width)) {
-            *d = match width {
-                2 => f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
-                4 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                _ => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
-            };
-        }
-        Ok(())
-    }
-
-    fn to_f32(&self) -> Result<Vec<f32>, String> {
-        match self.dtype.as_str() {
-            "F32" => Ok(self.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-            "F16" => Ok(self.data.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect()),
-            "F64" => Ok(self
-                .data
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                .collect()),
-            other => Err(format!("unsupported tensor dtype {other}")),
-        }
-    }
-
-    fn to_i64(&self) -> Result<Vec<i64>, String> {
-        match self.dtype.as_str() {
-            "I32" => {
-                Ok(self.data.chunks_exact(4).map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect())
-            }
-            "I64" => {
-                Ok(self.data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
-            }
-            other => Err(format!("unsupported mapping dtype {other}")),
-        }
-    }
-}
-
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exp = (h >> 10) & 0x1f;
-    let frac = u32::from(h & 0x3ff);
-    let bits = match exp {
-        0 if frac == 0 => sign,
-        0 => {
-            // Subnormal: normalise the fraction.
-            let shift = frac.leading_zeros() - 21;
-            sign | ((127 - 15 + 1 - shift) << 23) | ((frac << shift) & 0x3ff) << 13
-        }
-        0x1f => sign | 0x7f80_0000 | (frac << 13),
-        _ => sign | ((u32::from(exp) + 127 - 15) << 23) | (frac << 13),
+/// Convert `dst.len()` elements of a float tensor, from element `start`, to f32, without an
+/// intermediate copy of the whole tensor.
+fn read_f32_into(tensor: &TensorView<'_>, start: usize, dst: &mut [f32]) -> Result<(), String> {
+    let width = match tensor.dtype() {
+        Dtype::F16 => 2,
+        Dtype::F32 => 4,
+        Dtype::F64 => 8,
+        other => return Err(format!("unsupported tensor dtype {other}")),
     };
-    f32::from_bits(bits)
+    let bytes = tensor
+        .data()
+        .get(start * width..(start + dst.len()) * width)
+        .ok_or_else(|| format!("element {start} lies outside the tensor"))?;
+    for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(width)) {
+        *d = match width {
+            2 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            4 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            _ => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+        };
+    }
+    Ok(())
 }
 
-/// Parse the safetensors container: an 8-byte header length, a JSON header, raw data.
-fn safetensors(bytes: &[u8]) -> Result<HashMap<String, Tensor<'_>>, String> {
-    let len = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).ok_or("file too short")?;
-    let len = usize::try_from(len).map_err(|_| "header too large")?;
-    let header = bytes.get(8..8usize.saturating_add(len)).ok_or("header runs past the end")?;
-    let data = &bytes[8 + len..];
-    let meta: serde_json::Map<String, Value> =
-        serde_json::from_slice(header).map_err(|e| format!("bad header: {e}"))?;
-    let mut out = HashMap::new();
-    for (name, info) in meta {
-        if name == "__metadata__" {
-            continue;
-        }
-        let shape: Vec<usize> = info["shape"]
-            .as_array()
-            .ok_or("tensor without shape")?
-            .iter()
-            .filter_map(|d| d.as_u64().map(|d| d as usize))
-            .collect();
-        let offsets = info["data_offsets"].as_array().ok_or("tensor without offsets")?;
-        let (start, end) = match offsets.as_slice() {
-            [s, e] => (s.as_u64().unwrap_or(u64::MAX) as usize, e.as_u64().unwrap_or(u64::MAX) as usize),
-            _ => return Err("bad data_offsets".into()),
-        };
-        let data = data.get(start..end).ok_or_else(|| format!("tensor {name} runs past the end"))?;
-        let dtype = info["dtype"].as_str().unwrap_or("").to_string();
-        let elem = match dtype.as_str() {
-            "F64" | "I64" => 8,
-            "F32" | "I32" => 4,
-            "F16" | "BF16" => 2,
-            _ => 1,
-        };
-        if shape.iter().product::<usize>() * elem != data.len() {
-            return Err(format!("tensor {name} has {} bytes for shape {shape:?}", data.len()));
-        }
-        out.insert(name, Tensor { dtype, shape, data });
-    }
+/// A whole float tensor (the per-token `weights`) as f32.
+fn to_f32(tensor: &TensorView<'_>) -> Result<Vec<f32>, String> {
+    let mut out = vec![0.0; tensor.shape().iter().product()];
+    read_f32_into(tensor, 0, &mut out)?;
     Ok(out)
+}
+
+/// A whole integer tensor (the token-to-row `mapping`) as i64.
+fn to_i64(tensor: &TensorView<'_>) -> Result<Vec<i64>, String> {
+    let data = tensor.data();
+    match tensor.dtype() {
+        Dtype::I32 => {
+            Ok(data.chunks_exact(4).map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect())
+        }
+        Dtype::I64 => Ok(data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()),
+        other => Err(format!("unsupported mapping dtype {other}")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::f16_to_f32;
     use format::embed::{TokenTable, embed, token_ids};
     use format::wordpiece::tokenize;
 
@@ -473,11 +396,37 @@ mod tests {
 
     use format::text::hex;
 
+    /// f16 embeddings scaled by per-token f32 weights, as Model2Vec stores smaller models, load
+    /// exactly: every f16 value but NaN has one f32 equal to it.
     #[test]
-    fn half_precision() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-        assert!(f16_to_f32(0x7c00).is_infinite());
+    fn f16_embeddings_and_token_weights_load_exactly() {
+        use safetensors::Dtype;
+        use safetensors::tensor::TensorView;
+
+        let dir = std::env::temp_dir().join(format!("lore-f16-model-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let tokenizer = r#"{"normalizer": {"type": "BertNormalizer", "lowercase": true},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "vocab": {"[UNK]": 0, "a": 1, "b": 2}}}"#;
+        std::fs::write(dir.join("tokenizer.json"), tokenizer).expect("write");
+        // 1, -2, the smallest subnormal, infinity, 0 and -0.
+        let halves: [u16; 6] = [0x3c00, 0xc000, 0x0001, 0x7c00, 0x0000, 0x8000];
+        let embeddings: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let weights: Vec<u8> = [1.0f32, 0.5, 2.0].iter().flat_map(|w| w.to_le_bytes()).collect();
+        let file = safetensors::serialize(
+            [
+                ("embeddings", TensorView::new(Dtype::F16, vec![3, 2], &embeddings).expect("view")),
+                ("weights", TensorView::new(Dtype::F32, vec![3], &weights).expect("view")),
+            ],
+            None,
+        )
+        .expect("serialise");
+        std::fs::write(dir.join("model.safetensors"), file).expect("write");
+        let model = super::load(&dir);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        let model = model.expect("the model loads");
+        let format::TableRows::F32(rows) = &model.table().rows else { panic!("f32 rows") };
+        let want = [1.0f32, -2.0, 2f32.powi(-25), f32::INFINITY, 0.0, -0.0];
+        assert_eq!(rows.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.map(f32::to_bits));
     }
 }
