@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
+use format::tokenizer_json::TokenizerJson;
 use format::{EmbedderModel, ModelTable, TableRows};
 use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,44 +74,19 @@ fn invalid(path: &Path, message: impl Into<String>) -> ModelError {
     ModelError::Invalid { path: path.display().to_string(), message: message.into() }
 }
 
+/// What the loader reads of a Model2Vec `config.json`: whether vectors are L2-normalised.
+#[derive(serde::Deserialize)]
+struct ModelConfig {
+    normalize: Option<bool>,
+}
+
 /// Load a Model2Vec model (BERT WordPiece tokenizer, f32 or f16 embeddings, optional
 /// per-token `weights` and `mapping` tensors) from a local directory.
 pub fn load(dir: &Path) -> Result<Model, ModelError> {
     let tok_path = dir.join("tokenizer.json");
     let tok_bytes = read(&tok_path)?;
-    let tok: Value = serde_json::from_slice(&tok_bytes).map_err(|e| invalid(&tok_path, e.to_string()))?;
-    let model = &tok["model"];
-    if model["type"] != "WordPiece" {
-        return Err(invalid(
-            &tok_path,
-            format!("unsupported tokenizer model {}; lore reads WordPiece (BERT) tokenizers", model["type"]),
-        ));
-    }
-    let normalizer = &tok["normalizer"];
-    if normalizer["type"] != "BertNormalizer" {
-        return Err(invalid(
-            &tok_path,
-            format!("unsupported normalizer {}; lore reads BertNormalizer", normalizer["type"]),
-        ));
-    }
-    let vocab: format::IdMap = model["vocab"]
-        .as_object()
-        .ok_or_else(|| invalid(&tok_path, "model.vocab is missing"))?
-        .iter()
-        .map(|(k, v)| {
-            v.as_u64()
-                .and_then(|id| u32::try_from(id).ok())
-                .map(|id| (k.clone(), id))
-                .ok_or_else(|| invalid(&tok_path, format!("vocab id of {k:?} is not an integer")))
-        })
-        .collect::<Result<_, _>>()?;
-    let vocab = format::canonical_ids(vocab);
-    let unk_token = model["unk_token"].as_str().unwrap_or("[UNK]");
-    let unk_id = *vocab
-        .get(unk_token)
-        .ok_or_else(|| invalid(&tok_path, format!("unk token {unk_token:?} is not in the vocabulary")))?;
-    let lowercase = normalizer["lowercase"].as_bool().unwrap_or(true);
-    let strip_accents = normalizer["strip_accents"].as_bool().unwrap_or(lowercase);
+    let tok = TokenizerJson::parse(&tok_bytes).map_err(|m| invalid(&tok_path, m))?;
+    let vocab = format::canonical_ids(tok.vocab);
     let mut lengths: Vec<usize> = vocab.keys().map(|k| k.chars().count()).collect();
     lengths.sort_unstable();
     let median = lengths.get(lengths.len() / 2).copied().unwrap_or(1);
@@ -120,8 +95,8 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
     let cfg_bytes = std::fs::read(&cfg_path).ok();
     let normalize = cfg_bytes
         .as_ref()
-        .and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok())
-        .and_then(|c| c["normalize"].as_bool())
+        .and_then(|bytes| serde_json::from_slice::<ModelConfig>(bytes).ok())
+        .and_then(|c| c.normalize)
         .unwrap_or(true);
     // Vectors depend on the tokenizer and the config as much as on the weights.
     let settings_sha256: [u8; 32] = Sha256::new()
@@ -171,11 +146,11 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
         settings_sha256,
         section: EmbedderModel::Static(ModelTable {
             vocab,
-            unk_id,
-            continuing_prefix: model["continuing_subword_prefix"].as_str().unwrap_or("##").to_string(),
-            max_input_chars_per_word: model["max_input_chars_per_word"].as_u64().unwrap_or(100) as u32,
-            lowercase,
-            strip_accents,
+            unk_id: tok.unk_id,
+            continuing_prefix: tok.continuing_prefix,
+            max_input_chars_per_word: tok.max_input_chars_per_word as u32,
+            lowercase: tok.lowercase,
+            strip_accents: tok.strip_accents,
             max_tokens: 512,
             truncate_chars: (512 * median) as u32,
             normalize,

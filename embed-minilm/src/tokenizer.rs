@@ -5,21 +5,15 @@
 //! and finally wraps the ids in `[CLS] ... [SEP]`. This does the same, with
 //! [`format::wordpiece::tokenize`] for the middle part.
 
-use std::collections::HashMap;
-
-use format::wordpiece::{self, WordPieceConfig};
-use serde_json::Value;
+use format::tokenizer_json::TokenizerJson;
+use format::wordpiece;
 
 use crate::Error;
 
 /// A WordPiece tokenizer with the special tokens a BERT encoder expects.
 pub(crate) struct Tokenizer {
-    vocab: HashMap<String, u32>,
-    lowercase: bool,
-    strip_accents: bool,
-    continuing_prefix: String,
-    max_input_chars_per_word: usize,
-    unk_id: u32,
+    /// The vocabulary and WordPiece settings.
+    tok: TokenizerJson,
     cls_id: u32,
     sep_id: u32,
     /// Added tokens matched in the raw text, longest first (leftmost-longest, as `tokenizers`).
@@ -30,87 +24,38 @@ impl Tokenizer {
     /// Parse `tokenizer.json`; `part` names it in errors.
     pub(crate) fn from_json(bytes: &[u8], part: &str) -> Result<Tokenizer, Error> {
         let invalid = |message: String| Error::Invalid { part: part.to_owned(), message };
-        let tok: Value = serde_json::from_slice(bytes).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-        let model = &tok["model"];
-        if model["type"] != "WordPiece" {
-            return Err(invalid(format!("unsupported tokenizer model {}; expected WordPiece (BERT)", model["type"])));
-        }
-        let normalizer = &tok["normalizer"];
-        if normalizer["type"] != "BertNormalizer" {
-            return Err(invalid(format!("unsupported normalizer {}; expected BertNormalizer", normalizer["type"])));
-        }
-        // lore's normaliser always cleans text and pads CJK ideographs.
-        for flag in ["clean_text", "handle_chinese_chars"] {
-            if normalizer[flag] == false {
-                return Err(invalid(format!("normalizer.{flag} = false is not supported")));
-            }
-        }
-        let pre = &tok["pre_tokenizer"];
-        if !pre.is_null() && pre["type"] != "BertPreTokenizer" {
-            return Err(invalid(format!("unsupported pre_tokenizer {}; expected BertPreTokenizer", pre["type"])));
-        }
-        let vocab: HashMap<String, u32> = model["vocab"]
-            .as_object()
-            .ok_or_else(|| invalid("model.vocab is missing".to_owned()))?
-            .iter()
-            .map(|(k, v)| {
-                v.as_u64()
-                    .and_then(|id| u32::try_from(id).ok())
-                    .map(|id| (k.clone(), id))
-                    .ok_or_else(|| invalid(format!("vocab id of {k:?} is not an integer")))
-            })
-            .collect::<Result<_, _>>()?;
+        let tok = TokenizerJson::parse(bytes).map_err(invalid)?;
         let id_of = |token: &str, what: &str| {
-            vocab.get(token).copied().ok_or_else(|| invalid(format!("{what} token {token:?} is not in model.vocab")))
+            tok.vocab
+                .get(token)
+                .copied()
+                .ok_or_else(|| invalid(format!("{what} token {token:?} is not in model.vocab")))
         };
-        let unk_id = id_of(model["unk_token"].as_str().unwrap_or("[UNK]"), "unknown")?;
         let cls_id = id_of("[CLS]", "classifier")?;
         let sep_id = id_of("[SEP]", "separator")?;
-        let lowercase = normalizer["lowercase"].as_bool().unwrap_or(true);
-        // `strip_accents: null` means "follow lowercase", as in BERT's original tokenizer.
-        let strip_accents = normalizer["strip_accents"].as_bool().unwrap_or(lowercase);
-
         let mut added = Vec::new();
-        for token in tok["added_tokens"].as_array().map(Vec::as_slice).unwrap_or_default() {
-            let content = token["content"].as_str().ok_or_else(|| invalid("added token without content".to_owned()))?;
-            let id = token["id"]
-                .as_u64()
-                .and_then(|id| u32::try_from(id).ok())
-                .ok_or_else(|| invalid(format!("added token {content:?} has no integer id")))?;
-            for flag in ["normalized", "lstrip", "rstrip", "single_word"] {
-                if token[flag] == true {
-                    return Err(invalid(format!("added token {content:?} sets {flag}, which is not supported")));
-                }
+        for token in &tok.added_tokens {
+            let flags = [
+                ("normalized", token.normalized),
+                ("lstrip", token.lstrip),
+                ("rstrip", token.rstrip),
+                ("single_word", token.single_word),
+            ];
+            if let Some((flag, _)) = flags.iter().find(|(_, set)| *set) {
+                return Err(invalid(format!("added token {:?} sets {flag}, which is not supported", token.content)));
             }
-            if !content.is_empty() {
-                added.push((content.to_owned(), id));
+            if !token.content.is_empty() {
+                added.push((token.content.clone(), token.id));
             }
         }
         added.sort_by_key(|(token, _)| std::cmp::Reverse(token.len()));
-
-        Ok(Tokenizer {
-            vocab,
-            lowercase,
-            strip_accents,
-            continuing_prefix: model["continuing_subword_prefix"].as_str().unwrap_or("##").to_owned(),
-            max_input_chars_per_word: model["max_input_chars_per_word"].as_u64().unwrap_or(100) as usize,
-            unk_id,
-            cls_id,
-            sep_id,
-            added,
-        })
+        Ok(Tokenizer { tok, cls_id, sep_id, added })
     }
 
     /// `[CLS] pieces… [SEP]`, keeping the first `max_len - 2` pieces.
     pub(crate) fn encode(&self, text: &str, max_len: usize) -> Vec<u32> {
-        let cfg = WordPieceConfig {
-            lowercase: self.lowercase,
-            strip_accents: self.strip_accents,
-            continuing_prefix: &self.continuing_prefix,
-            max_input_chars_per_word: self.max_input_chars_per_word,
-            unk_id: self.unk_id,
-        };
-        let lookup = |piece: &str| self.vocab.get(piece).copied();
+        let cfg = self.tok.config();
+        let lookup = |piece: &str| self.tok.vocab.get(piece).copied();
         let budget = max_len.saturating_sub(2);
         let mut ids = vec![self.cls_id];
         let mut rest = text;
@@ -137,7 +82,7 @@ impl Tokenizer {
     }
 
     pub(crate) fn vocab_len(&self) -> usize {
-        self.vocab.len()
+        self.tok.vocab.len()
     }
 }
 

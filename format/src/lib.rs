@@ -17,6 +17,7 @@ pub mod rekey;
 pub mod schema;
 pub mod seal;
 pub mod text;
+pub mod tokenizer_json;
 pub mod verify;
 pub mod wordpiece;
 
