@@ -49,7 +49,7 @@ impl Embedder {
         match spec.split_once(':') {
             None if spec == "potion" || spec == "static" => {
                 crate::model::load_prepared(model_dir, quantize, cache_dir).map(Embedder::Static).map_err(|e| {
-                    EmbedderError::Load(format!("{e} (hint: `cargo xtask fetch-model`, or pass --model DIR)"))
+                    EmbedderError::Load(format!("{e} (hint: `lorec fetch-model`, or pass --model DIR or hf:ORG/NAME)"))
                 })
             }
             None if spec == "minilm" => Self::minilm(model_dir),
@@ -78,7 +78,7 @@ impl Embedder {
         let read = |name: &str| {
             std::fs::read(dir.join(name)).map_err(|e| {
                 EmbedderError::Load(format!(
-                    "cannot read {}: {e} (hint: `cargo xtask fetch-model`, or pass --model DIR)",
+                    "cannot read {}: {e} (hint: `lorec fetch-model`, or pass --model DIR or hf:ORG/NAME)",
                     dir.join(name).display()
                 ))
             })
@@ -90,7 +90,7 @@ impl Embedder {
             String::from_utf8(bytes).map_err(|_| EmbedderError::Load(format!("{name} is not UTF-8")))
         };
         let sha256 = Sha256::digest(&weights).into();
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = model_fetch::model_name(dir);
         let id = if name == "all-MiniLM-L6-v2" { "sentence-transformers/all-MiniLM-L6-v2".to_string() } else { name };
         let parts = format::TransformerParts {
             config_json: text(config, "config.json")?,

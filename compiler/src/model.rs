@@ -173,7 +173,7 @@ const MODEL_CACHE_VERSION: u32 = 2;
 
 /// The model's display name: its folder's, or potion's hub id.
 fn model_id(dir: &Path) -> String {
-    let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let id = model_fetch::model_name(dir);
     if id == "potion-base-8M" { "minishlab/potion-base-8M".to_string() } else { id }
 }
 

@@ -112,3 +112,19 @@ fn the_hugging_face_space_dockerfile_builds_from_the_files_it_names() {
     assert_eq!(user, "1000:1000");
     assert!(ports.contains("7860"), "{ports}");
 }
+
+/// The image's `lore` leaves the OCI client out to stay small: an `oci://` reference is
+/// refused at once, by name, with what to use instead, and exit 2 (the input, not the network).
+#[test]
+fn the_images_lore_without_the_oci_feature_refuses_oci_references_by_name() {
+    let lore = workspace().join("target/container/lore");
+    assert!(lore.exists(), "target/container/lore is missing: run `cargo xtask container`");
+    let r = run(std::process::Command::new(&lore).env_clear().args([
+        "query",
+        "oci://127.0.0.1:1/lore/kb:stable",
+        "What do you build?",
+    ]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("oci://127.0.0.1:1/lore/kb:stable"), "{}", r.stderr);
+    assert!(r.stderr.contains("without OCI support") && r.stderr.contains("https://URL#sha256=HEX"), "{}", r.stderr);
+}

@@ -176,7 +176,7 @@ fn missing_model_gives_a_hint() {
         .arg(kb.path().join("nope"))
         .env("LORE_KEY", TEST_KEY));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("cargo xtask fetch-model"), "{}", r.stderr);
+    assert!(r.stderr.contains("lorec fetch-model"), "{}", r.stderr);
 }
 
 #[test]

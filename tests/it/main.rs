@@ -15,6 +15,7 @@ mod hostile;
 mod hostile_yaml;
 mod manifest;
 mod minilm;
+mod models;
 mod oci;
 mod openai;
 mod openai_client;

@@ -186,8 +186,29 @@ fn publish_pull_by_tag_and_digest_then_promote_and_roll_back_while_serving() {
     assert_eq!(p.code, 0, "{}", p.stderr);
     serving.reload_until("1.0.0");
 
-    // The registry gone, a digest is served from the cache; a tag cannot be resolved.
+    // The registry gone, a reload cannot resolve the tag: it is rejected as a fetch failure,
+    // counted, and the served version keeps answering.
     drop(registry);
+    let status = Command::new("kill").arg("-HUP").arg(serving.0.child.id().to_string()).status().expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, metrics) = serving.0.get("/metrics");
+        assert_eq!(code, 200);
+        let rejected = metrics
+            .lines()
+            .find(|l| l.starts_with("lore_swaps_rejected_total{") && l.contains("reason=\"fetch\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        if rejected.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fetch rejection counted after SIGHUP:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(serving.version(), "1.0.0", "the old version keeps serving");
+    drop(serving);
+
+    // A digest is served from the cache; a tag cannot be resolved.
     let offline = query(&format!("{repo}@{}", digests[1]), &cache);
     assert_eq!(offline.code, 0, "{}", offline.stderr);
     assert_eq!(served_version(&offline), "2.0.0");
@@ -322,4 +343,56 @@ fn a_registry_with_credentials_takes_them_from_the_environment_or_docker_config(
     assert_ne!(denied.code, 0, "{}", denied.stderr);
     let allowed = run(pull.env("DOCKER_CONFIG", &docker));
     assert_eq!(allowed.code, 0, "{}", allowed.stderr);
+}
+
+/// A 1 MiB tmpfs, unmounted on drop: a disk that fills up (mounting needs root, as CI is).
+struct TinyDisk(PathBuf);
+
+impl TinyDisk {
+    fn mount(at: PathBuf) -> TinyDisk {
+        std::fs::create_dir_all(&at).expect("mount point");
+        let r = run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&at));
+        assert_eq!(r.code, 0, "cannot mount a 1 MiB tmpfs (needs root, as CI runs): {}", r.stderr);
+        TinyDisk(at)
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { found.extend(files_under(&path)) } else { found.push(path) }
+    }
+    found
+}
+
+#[test]
+fn a_full_disk_is_an_error_naming_the_reference_and_leaves_nothing_half_written() {
+    let tmp = TempDir::new("oci-full");
+    let registry = Registry::start(tmp.path(), false);
+    let artifact = tmp.path().join("kb.lore");
+    build(&workspace().join("tests/compat/kb"), &artifact, &["--artifact-version", "1.0.0"]);
+    assert!(std::fs::metadata(&artifact).expect("artifact").len() > 1 << 20, "larger than the disk");
+    let repo = format!("oci://{}/lore/full", registry.host);
+    let r = publish(&artifact, &format!("{repo}:1.0.0"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let digest = r.stdout.lines().last().unwrap_or_default().to_string();
+
+    let disk = TinyDisk::mount(tmp.path().join("tiny"));
+    for reference in [format!("{repo}@{digest}"), format!("{repo}:1.0.0")] {
+        let r = query(&reference, &disk.0);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(r.stderr.contains(&reference), "the error names the reference: {}", r.stderr);
+        assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+        // What was fetched before the disk filled up is gone: no partial layer stays behind.
+        let left: Vec<PathBuf> =
+            files_under(&disk.0).into_iter().filter(|p| !p.extension().is_some_and(|e| e == "json")).collect();
+        assert!(left.is_empty(), "left in the cache: {left:?}");
+    }
 }
