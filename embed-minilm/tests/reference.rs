@@ -85,7 +85,7 @@ fn weights_are_the_reference_model() {
     assert!(expected.starts_with("53aa5117"), "reference made with unexpected weights {expected}");
     let path = model_dir().join("model.safetensors");
     let weights = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let actual: String = Sha256::digest(&weights).iter().map(|b| format!("{b:02x}")).collect();
+    let actual = format::text::hex(&Sha256::digest(&weights));
     assert_eq!(actual, expected, "{} is not the all-MiniLM-L6-v2 the reference was made with", path.display());
 }
 

@@ -2,12 +2,7 @@
 
 /// Lowercase hex of `bytes` (digests, ids).
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    hex::encode(bytes)
 }
 
 /// Whether a URL's host is a loopback address (`localhost`, `127.x.y.z`, `[::1]`): such hosts

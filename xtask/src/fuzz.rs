@@ -357,8 +357,7 @@ fn keep_current_input(artifacts: &Path, status: ExitStatus) -> String {
     match std::fs::read(&current) {
         Ok(data) => {
             let digest = sha2::Sha256::digest(&data);
-            let hex: String = digest[..20].iter().map(|b| format!("{b:02x}")).collect();
-            let path = artifacts.join(format!("crash-{hex}"));
+            let path = artifacts.join(format!("crash-{}", hex::encode(&digest[..20])));
             match std::fs::write(&path, &data) {
                 Ok(()) => format!("{} (the process died: {status})", path.display()),
                 Err(e) => format!("{} (the process died: {status}; cannot copy it: {e})", current.display()),

@@ -291,13 +291,12 @@ impl Driver {
 
 /// Save a reproducer under its content's digest, libFuzzer-style.
 fn save(dir: &Path, kind: &str, data: &[u8]) {
-    let hex: String = Sha256::digest(data)[..20].iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("{kind}-{hex}"));
+    let path = dir.join(format!("{kind}-{}", format::text::hex(&Sha256::digest(data)[..20])));
     match std::fs::write(&path, data) {
         Ok(()) => eprintln!("Test unit written to {}", path.display()),
         Err(e) => eprintln!("fuzz-stable: cannot write {}: {e}", path.display()),
     }
-    let shown: String = data.iter().take(64).map(|b| format!("{b:02x}")).collect();
+    let shown = format::text::hex(&data[..data.len().min(64)]);
     eprintln!("Input ({} bytes), first bytes as hex: {shown}", data.len());
 }
 
