@@ -392,7 +392,7 @@ fn a_full_disk_is_an_error_naming_the_reference_and_leaves_nothing_half_written(
         assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
         // What was fetched before the disk filled up is gone: no partial layer stays behind.
         let left: Vec<PathBuf> =
-            files_under(&disk.0).into_iter().filter(|p| !p.extension().is_some_and(|e| e == "json")).collect();
+            files_under(&disk.0).into_iter().filter(|p| p.extension().is_none_or(|e| e != "json")).collect();
         assert!(left.is_empty(), "left in the cache: {left:?}");
     }
 }
