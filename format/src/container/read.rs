@@ -214,11 +214,7 @@ impl<'a> OpenedContainer<'a> {
         if !self.has_section(SectionKind::Persona) {
             return Ok(None);
         }
-        let plain = self.open_section(sealer, SectionKind::Persona)?;
-        let section = self.section(SectionKind::Persona);
-        if plaintext_digest(self.format_version, section.stripe_len, &plain) != section.plain_sha256 {
-            return Err(ContainerError::Corrupt("the persona section does not match its digest".into()));
-        }
+        let plain = self.open_checked(sealer, SectionKind::Persona)?;
         let archived = rkyv::access::<crate::schema::ArchivedPersona, rancor::Error>(&plain)
             .map_err(|_| ContainerError::Corrupt("the persona section is malformed".into()))?;
         rkyv::deserialize::<_, rancor::Error>(archived)
@@ -286,15 +282,22 @@ impl<'a> OpenedContainer<'a> {
         if self.format_version < 3 {
             return Ok(crate::schema::SourceList { sources: self.header.sources.clone(), withheld: Vec::new() });
         }
-        let plain = self.open_section(sealer, SectionKind::Sources)?;
-        let section = self.section(SectionKind::Sources);
-        if plaintext_digest(self.format_version, section.stripe_len, &plain) != section.plain_sha256 {
-            return Err(ContainerError::Corrupt("the sources section does not match its digest".into()));
-        }
+        let plain = self.open_checked(sealer, SectionKind::Sources)?;
         let archived = rkyv::access::<crate::schema::ArchivedSourceList, rancor::Error>(&plain)
             .map_err(|_| ContainerError::Corrupt("the sources section is malformed".into()))?;
         rkyv::deserialize::<_, rancor::Error>(archived)
             .map_err(|_| ContainerError::Corrupt("the sources section is malformed".into()))
+    }
+
+    /// A section decrypted and checked against its plaintext digest, for the small sections
+    /// read whole (persona, sources).
+    fn open_checked(&self, sealer: Option<&Sealer>, kind: SectionKind) -> Result<SectionData, ContainerError> {
+        let plain = self.open_section(sealer, kind)?;
+        let section = self.section(kind);
+        if plaintext_digest(self.format_version, section.stripe_len, &plain) != section.plain_sha256 {
+            return Err(ContainerError::Corrupt(format!("the {} section does not match its digest", kind.name())));
+        }
+        Ok(plain)
     }
 
     /// Check the plain model section against its digest (hashing its units on all cores), so
