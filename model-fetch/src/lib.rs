@@ -9,8 +9,8 @@
 mod http;
 pub mod hub;
 pub mod pinned;
-#[cfg(test)]
-mod testserver;
+#[cfg(any(test, feature = "test-server"))]
+pub mod testserver;
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,6 @@
 //! A loopback HTTP/1.1 server for the tests: fixed answers by method and path, every request
-//! recorded, so the hub and index clients are tested against real sockets.
+//! recorded, so the hub and index clients are tested against real sockets. Built for this
+//! crate's tests and, with the `test-server` feature, for the integration tests.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Write as _};

@@ -1,81 +1,45 @@
 //! `--model` as a Hugging Face id and `lorec fetch-model`, against a loopback server that
 //! answers as the hub does (the hub itself is unreachable here), serving the real potion files.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+
+use model_fetch::testserver::{Answer, Server};
 
 use crate::support::{TEST_KEY, TempDir, lorec, model_dir, run, sha256_hex, workspace};
 
 const COMMIT: &str = "9d3a0bc4e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7";
 
-/// A loopback hub serving `minishlab/potion-base-8M` at `main` and at [`COMMIT`]: the weights
-/// as a large (LFS) file redirected to a CDN path, the rest as plain files. Returns its address
-/// and the requests it has seen.
-fn hub() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let log = seen.clone();
-    let model = model_dir();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (log, model) = (log.clone(), model.clone());
-            std::thread::spawn(move || serve(stream, &model, &log));
-        }
-    });
-    (base, seen)
-}
-
-fn serve(stream: std::net::TcpStream, model: &Path, log: &Mutex<Vec<String>>) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut stream = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        while reader.read_line(&mut String::new()).is_ok_and(|n| n > 2) {}
-        let mut parts = line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-        log.lock().expect("log").push(format!("{method} {path}"));
-        let mut headers = Vec::new();
-        let mut body = Vec::new();
-        let mut status = "404 Not Found";
-        let resolved = ["main", COMMIT]
-            .iter()
-            .find_map(|rev| path.strip_prefix(&format!("/minishlab/potion-base-8M/resolve/{rev}/")));
-        if let Some(file) = resolved.filter(|f| ["model.safetensors", "tokenizer.json", "config.json"].contains(f)) {
-            let bytes = std::fs::read(model.join(file)).expect("model file");
-            headers.push(format!("X-Repo-Commit: {COMMIT}"));
+/// A loopback hub serving `minishlab/potion-base-8M` at `main` and at [`COMMIT`] with the real
+/// files: the weights as a large (LFS) file redirected to a CDN path, the rest as plain files.
+fn hub() -> Server {
+    let server = Server::start();
+    for file in ["model.safetensors", "tokenizer.json", "config.json"] {
+        let bytes = std::fs::read(model_dir().join(file)).expect("model file");
+        let sha = sha256_hex(&bytes);
+        for revision in ["main", COMMIT] {
+            let path = format!("/minishlab/potion-base-8M/resolve/{revision}/{file}");
             if file == "model.safetensors" {
-                status = "302 Found";
-                headers.push(format!("Location: /cdn/{}", sha256_hex(&bytes)));
-                headers.push(format!("X-Linked-Etag: \"{}\"", sha256_hex(&bytes)));
-                headers.push(format!("X-Linked-Size: {}", bytes.len()));
+                let head = Answer::status(302)
+                    .header("Location", &format!("/cdn/{sha}"))
+                    .header("X-Repo-Commit", COMMIT)
+                    .header("X-Linked-Etag", &format!("\"{sha}\""))
+                    .header("X-Linked-Size", &bytes.len().to_string());
+                server.route("HEAD", &path, head);
+                server.route("GET", &format!("/cdn/{sha}"), Answer::ok(bytes.clone()));
             } else {
-                status = "200 OK";
-                headers.push(format!("ETag: \"{}\"", &sha256_hex(file.as_bytes())[..40]));
-                body = bytes;
+                let answer = Answer::ok(bytes.clone())
+                    .header("X-Repo-Commit", COMMIT)
+                    .header("ETag", &format!("\"{}\"", &sha[..40]));
+                server.route("HEAD", &path, answer.clone());
+                server.route("GET", &path, answer);
             }
-        } else if let Some(sha) = path.strip_prefix("/cdn/") {
-            let bytes = std::fs::read(model.join("model.safetensors")).expect("weights");
-            if sha256_hex(&bytes) == sha {
-                status = "200 OK";
-                body = bytes;
-            }
-        }
-        let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
-        for header in headers {
-            head.push_str(&header);
-            head.push_str("\r\n");
-        }
-        head.push_str("\r\n");
-        if stream.write_all(head.as_bytes()).is_err() || (method != "HEAD" && stream.write_all(&body).is_err()) {
-            return;
         }
     }
+    server
+}
+
+fn cdn_gets(server: &Server) -> usize {
+    server.requests().iter().filter(|(method, path, _)| method == "GET" && path.starts_with("/cdn/")).count()
 }
 
 fn build_with(model: &str, out: &Path, hf_home: &Path, endpoint: &str) -> crate::support::Run {
@@ -93,7 +57,8 @@ fn build_with(model: &str, out: &Path, hf_home: &Path, endpoint: &str) -> crate:
 
 #[test]
 fn a_hugging_face_id_is_fetched_into_the_hubs_cache_and_builds_what_the_local_folder_builds() {
-    let (endpoint, seen) = hub();
+    let server = hub();
+    let endpoint = server.base.clone();
     let tmp = TempDir::new("hf");
     let hf_home = tmp.path().join("hf-home");
     let by_id = tmp.path().join("by-id.lore");
@@ -109,7 +74,7 @@ fn a_hugging_face_id_is_fetched_into_the_hubs_cache_and_builds_what_the_local_fo
     }
     let weights_sha = sha256_hex(&std::fs::read(model_dir().join("model.safetensors")).expect("weights"));
     assert!(hf_home.join("hub/models--minishlab--potion-base-8M/blobs").join(&weights_sha).is_file());
-    assert!(seen.lock().expect("log").iter().any(|r| r.starts_with("GET /cdn/")), "the redirect was followed");
+    assert_eq!(cdn_gets(&server), 1, "the redirect was followed, once");
 
     // The artifact names the model by repository and commit, not by the snapshot's folder.
     let inspect = run(lorec().arg("inspect").arg(&by_id).env("LORE_KEY", TEST_KEY));
@@ -127,15 +92,14 @@ fn a_hugging_face_id_is_fetched_into_the_hubs_cache_and_builds_what_the_local_fo
     }
 
     // `lorec fetch-model` prints the snapshot folder; the weights are not downloaded again.
-    let gets_before = seen.lock().expect("log").iter().filter(|r| r.starts_with("GET /cdn/")).count();
+    let gets_before = cdn_gets(&server);
     let r = run(lorec()
         .args(["fetch-model", "hf:minishlab/potion-base-8M"])
         .env("HF_HOME", &hf_home)
         .env("HF_ENDPOINT", &endpoint));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout.trim(), snapshot.display().to_string());
-    let gets_after = seen.lock().expect("log").iter().filter(|r| r.starts_with("GET /cdn/")).count();
-    assert_eq!(gets_before, gets_after);
+    assert_eq!(cdn_gets(&server), gets_before);
 
     // Offline, with the hub gone, the cache serves the build.
     let offline = tmp.path().join("offline.lore");
@@ -154,7 +118,8 @@ fn a_hugging_face_id_is_fetched_into_the_hubs_cache_and_builds_what_the_local_fo
 
 #[test]
 fn a_model_the_hub_does_not_have_is_an_error_naming_it_and_nothing_is_written() {
-    let (endpoint, _) = hub();
+    let server = hub();
+    let endpoint = server.base.clone();
     let tmp = TempDir::new("hf-missing");
     let hf_home = tmp.path().join("hf-home");
     let out = tmp.path().join("x.lore");
